@@ -1,0 +1,150 @@
+"""Preferences → consent: the subscribers to the customers app's events (registered in `ConsentConfig.ready`)."""
+
+from __future__ import annotations
+
+import logging
+from uuid import UUID
+
+from django.utils import timezone
+
+from consent import selectors
+from consent.context import current_request_origin
+from consent.models import (
+    ConsentPurpose,
+    ConsentRecord,
+    ConsentState,
+    ConsentTrigger,
+)
+from consent.services._common import (
+    NOTHING,
+    PREFERENCE_FIELD_BY_PURPOSE,
+    PURPOSE_BY_PREFERENCE_FIELD,
+    SYSTEM_ACTOR,
+    USER_AGENT_MAX,
+    Origin,
+    S,
+    append_change,
+    grant_version,
+    locked_state,
+    record_event,
+    source_for,
+    valid_until_for,
+)
+from customers import selectors as customer_selectors
+from customers.actor import Actor
+
+logger = logging.getLogger(__name__)
+
+
+def on_customer_created(*, event, actor: Actor | None) -> None:
+    """In the registration transaction: an explicit state for every purpose — granted where the
+    customer opted in at sign-up, else not_requested — so no customer is ever without one.
+    """
+    actor = actor or SYSTEM_ACTOR
+    customer_id = UUID(event.subject)
+    customer = customer_selectors.customers_visible_to(SYSTEM_ACTOR).select_related("preferences").get(pk=customer_id)
+    prefs = getattr(customer, "preferences", None)
+    now = timezone.now()
+    origin = Origin(
+        source=source_for(actor, registration_source=customer.registration_source),
+        reason="Choice recorded at registration by staff in the admin" if actor.kind == "staff" else "",
+    )
+    versions = selectors.current_policy_versions(at=now)
+    existing = set(ConsentState.objects.filter(customer_id=customer_id).values_list("purpose_id", flat=True))
+    pairs = []
+    for purpose in selectors.purposes():
+        version = versions.get(purpose.id)
+        if version is None or purpose.id in existing:
+            if version is None:
+                logger.warning("consent purpose %s has no policy version in effect: not recorded", purpose.code)
+            continue
+        field = PREFERENCE_FIELD_BY_PURPOSE.get(purpose.code)
+        granted = bool(field and prefs is not None and getattr(prefs, field))
+        status = S.GRANTED if granted else S.NOT_REQUESTED
+        record = ConsentRecord(
+            customer_id=customer_id,
+            purpose=purpose,
+            status=status,
+            previous_status=NOTHING,
+            policy_version=version,
+            trigger=ConsentTrigger.SIGN_UP,
+            occurred_at=now,
+            recorded_at=now,
+            valid_until=valid_until_for(purpose, now) if granted else None,
+            source=origin.source,
+            actor=actor.label,
+            reason=origin.reason,
+        )
+        state = ConsentState(
+            customer_id=customer_id,
+            purpose=purpose,
+            status=status,
+            policy_version=version,
+            source=origin.source,
+            granted_at=now if granted else None,
+            valid_until=record.valid_until,
+            updated_at=now,
+            last_record=record,
+        )
+        pairs.append((record, state))
+    ConsentRecord.objects.bulk_create([record for record, _ in pairs])
+    ConsentState.objects.bulk_create([state for _, state in pairs])
+    for record, _ in pairs:
+        record_event(record, actor)
+
+
+def on_preferences_updated(*, event, actor: Actor | None) -> None:
+    """In the preference transaction: an opt-in switched on is a grant, switched off a withdrawal.
+
+    Skips what already agrees — which is every field when the change came from consent itself.
+    """
+    fields = [name for name in event.data.get("changed_fields", ()) if name in PURPOSE_BY_PREFERENCE_FIELD]
+    if not fields:
+        return
+    actor = actor or SYSTEM_ACTOR
+    customer_id = UUID(event.subject)
+    customer = customer_selectors.customers_visible_to(SYSTEM_ACTOR).select_related("preferences").get(pk=customer_id)
+    prefs = customer.preferences
+    now = timezone.now()
+    for field in fields:
+        purpose = ConsentPurpose.objects.filter(code=PURPOSE_BY_PREFERENCE_FIELD[field]).first()
+        if purpose is None:
+            logger.warning("no consent purpose for preference %s: not recorded", field)
+            continue
+        wanted = bool(getattr(prefs, field))
+        state = locked_state(customer_id, purpose)
+        current = state.status if state is not None else NOTHING
+        if wanted and current != S.GRANTED:
+            status, version = S.GRANTED, grant_version(purpose, None, now)
+        elif not wanted and current == S.GRANTED:
+            status, version = S.REVOKED, state.policy_version
+        else:
+            continue
+        origin = _preference_origin(actor, field=field, wanted=wanted)
+        append_change(
+            actor=actor,
+            customer_id=customer_id,
+            purpose=purpose,
+            state=state,
+            status=status,
+            version=version,
+            origin=origin,
+            trigger=ConsentTrigger.PREFERENCES,
+            now=now,
+        )
+
+
+def _preference_origin(actor: Actor, *, field: str, wanted: bool) -> Origin:
+    ip_address, user_agent = (None, "")
+    request_origin = current_request_origin()
+    if actor.kind == "token" and request_origin is not None:
+        ip_address, user_agent = request_origin
+    reason = ""
+    if actor.kind == "staff":
+        reason = f"{field} switched {'on' if wanted else 'off'} by staff in the customer's preferences"
+    return Origin(
+        source=source_for(actor),
+        ip_address=ip_address,
+        user_agent=(user_agent or "")[:USER_AGENT_MAX],
+        reason=reason,
+    )

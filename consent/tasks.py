@@ -1,0 +1,38 @@
+"""Consent's scheduled work: thin, idempotent, in batches; the rules live in `consent.services`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import shared_task
+from django.db import OperationalError
+
+from consent import services
+from customers.actor import Actor
+
+EXPIRE_CONSENTS = "consent.tasks.expire_consents"
+
+# Merged into the Celery app's beat schedule by `ConsentConfig.ready` (equivalently, put this entry
+# into `CELERY_BEAT_SCHEDULE` in the settings). Hourly: revoked or expired consent already stops
+# counting the moment it lapses (`selectors.customers_consenting_to` checks `valid_until`); the
+# task writes the record down and turns the opt-in columns off.
+BEAT_SCHEDULE = {
+    "consent-expire-due": {
+        "task": EXPIRE_CONSENTS,
+        "schedule": timedelta(hours=1),
+        "options": {"expires": 50 * 60},  # a run queued behind an outage is skipped, the next catches up
+    },
+}
+
+
+@shared_task(
+    name=EXPIRE_CONSENTS,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=600,
+    max_retries=5,
+)
+def expire_consents(batch_size: int = services.EXPIRY_BATCH_SIZE) -> int:
+    """Expire every grant past its validity; running it twice changes nothing the second time."""
+    return services.consent_expire_due(actor=Actor.system("consent_expiry"), batch_size=batch_size)

@@ -1,0 +1,358 @@
+"""Customer exports for staff (CSV, XLSX): a selection or a whole filter result.
+
+The rows are produced by PostgreSQL: one SELECT over the customers (and, through the address
+book's registered join, their default shipping address), streamed as CSV by `COPY … TO STDOUT`,
+so a million rows cost little more than PostgreSQL's own COPY. XLSX goes through openpyxl's
+write-only mode from a server-side cursor. Up to `DIRECT_EXPORT_LIMIT` rows are streamed in the
+response; more become a `CustomerExportJob` that a Celery worker writes in batches (progress on
+the job) to a file outside the web root, for the requester to download.
+
+Columns follow the data classification: personal ones only for holders of
+`customers.export_customer_personal_data`. Cells that a spreadsheet would run as a formula are
+prefixed with a quote. Every exported customer gets an access-log row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from customers.access_log import access_log_record_selection
+from customers.data_rights import json_value
+from customers.errors import Forbidden, NotFound, ValidationFailed
+from customers.extensions import address_lookup
+from customers.models import AccessAction, CustomerExportJob, ExportFormat, ExportJobStatus
+
+logger = logging.getLogger(__name__)
+
+DIRECT_EXPORT_LIMIT = 10_000  # above this, a Celery job writes the file
+PROGRESS_EVERY_BYTES = 8 * 1024 * 1024  # a running job reports its progress this often
+PROGRESS_EVERY_ROWS = 50_000
+ALL_CUSTOMERS = ""  # the selection of a queryset without filters: no `IN (…)` to join against
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql: str
+    personal: bool
+    escape: bool = True  # may start with = + - @: quote it for spreadsheets
+
+
+def _customer_columns() -> list[Column]:
+    return [
+        Column("customer_number", "c.customer_number", False, escape=False),
+        Column("id", "c.id::text", False, escape=False),
+        Column("status", "c.status", False, escape=False),
+        Column("customer_type", "c.customer_type", False, escape=False),
+        Column("email", "c.email", True),
+        Column("first_name", "c.first_name", True),
+        Column("last_name", "c.last_name", True),
+        Column("phone", "c.phone", True, escape=False),  # E.164: + and digits only
+        Column("company_name", "c.company_name", True),
+        Column("date_of_birth", "c.date_of_birth::text", True, escape=False),
+        Column("registration_source", "c.registration_source", False, escape=False),
+        Column("tags", "array_to_string(c.tags, ';')", True),
+        Column("processing_restricted", "c.processing_restricted", False, escape=False),
+        Column("order_count", "c.order_count", False, escape=False),
+        Column("total_spent", "c.total_spent", False, escape=False),
+        Column("spent_currency", "c.spent_currency", False, escape=False),
+        Column("last_order_at", "c.last_order_at", False, escape=False),
+        Column("loyalty_points", "c.loyalty_points", False, escape=False),
+        Column("created_at", "c.created_at", False, escape=False),
+    ]
+
+
+def all_columns() -> list[Column]:
+    columns = _customer_columns()
+    lookup = address_lookup()
+    if lookup is not None:
+        columns += [Column(name, sql, personal) for name, sql, personal in lookup.export_columns]
+    return columns
+
+
+def columns_for(user) -> list[str]:
+    """The columns this staff user may export: personal ones only with export_customer_personal_data."""
+    if not user.has_perm("customers.export_customer"):
+        raise Forbidden("You may not export customers.")
+    personal = user.has_perm("customers.export_customer_personal_data")
+    return [column.name for column in all_columns() if personal or not column.personal]
+
+
+def _expression(column: Column) -> str:
+    if not column.escape:
+        return f'{column.sql} AS "{column.name}"'
+    # left(…, 1) IN (…) rather than a regular expression: a million rows times ten columns.
+    return (
+        f"CASE WHEN left({column.sql}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN '''' || {column.sql} "
+        f'ELSE {column.sql} END AS "{column.name}"'
+    )
+
+
+def _select(names: list[str], selection_sql: str, *, ordered: bool = True) -> str:
+    by_name = {column.name: column for column in all_columns()}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise ValidationFailed(f"Unknown export columns: {', '.join(unknown)}.")
+    lookup = address_lookup()
+    address_columns = {name for name, _, _ in lookup.export_columns} if lookup is not None else set()
+    join = lookup.export_join if lookup is not None and address_columns.intersection(names) else ""
+    expressions = ", ".join(_expression(by_name[name]) for name in names)
+    where = f"WHERE c.id IN ({selection_sql})" if selection_sql else ""
+    order = "ORDER BY c.customer_number" if ordered else ""
+    return f"SELECT {expressions} FROM customers_customer c {join} {where} {order}"  # noqa: S608 - ours
+
+
+def selection_of(queryset: QuerySet) -> tuple[str, list]:
+    """The ids a customer queryset selects, as SQL and JSON-ready parameters (for a job to run later).
+
+    A queryset without filters selects every customer: ALL_CUSTOMERS, so the export reads the table
+    once instead of joining it with itself.
+    """
+    if not queryset.query.where:
+        return ALL_CUSTOMERS, []
+    sql, params = queryset.values("pk").order_by().query.sql_with_params()
+    return sql, [json_value(param) for param in params]
+
+
+def selection_count(selection_sql: str, params: list) -> int:
+    with connection.cursor() as cursor:
+        source = f"({selection_sql}) AS s" if selection_sql else "customers_customer"
+        cursor.execute(f"SELECT count(*) FROM {source}", params)  # noqa: S608 - our ORM's SQL
+        return cursor.fetchone()[0]
+
+
+# ---------------------------------------------------------------- writing
+
+
+def copy_csv(names: list[str], selection_sql: str, params: list, *, ordered: bool = True):
+    """Yield the CSV bytes of the selection, straight from PostgreSQL's COPY."""
+    statement = f"COPY ({_select(names, selection_sql, ordered=ordered)}) TO STDOUT WITH (FORMAT csv, HEADER)"
+    with connection.cursor() as cursor, cursor.cursor.copy(statement, params) as copy:
+        for chunk in copy:
+            yield bytes(chunk)
+
+
+def _xlsx_rows(names: list[str], selection_sql: str, params: list) -> Iterator[tuple]:
+    with transaction.atomic():  # a server-side cursor lives in a transaction
+        cursor = connection.chunked_cursor()
+        try:
+            cursor.execute(_select(names, selection_sql), params)
+            while rows := cursor.fetchmany(2000):
+                yield from rows
+        finally:
+            cursor.close()
+
+
+def write_xlsx(handle, names: list[str], selection_sql: str, params: list, progress=None) -> int:
+    from openpyxl import Workbook
+
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("customers")
+    sheet.append(names)
+    count = 0
+    for row in _xlsx_rows(names, selection_sql, params):
+        sheet.append([value if not hasattr(value, "tzinfo") else value.replace(tzinfo=None) for value in row])
+        count += 1
+        if progress is not None and count % PROGRESS_EVERY_ROWS == 0:
+            progress(count)
+    workbook.save(handle)
+    return count
+
+
+def export_filename(fmt: str, stamp=None) -> str:
+    stamp = (stamp or timezone.now()).strftime("%Y%m%dT%H%M%SZ")
+    return f"customers-{stamp}.{fmt}"
+
+
+def stream_direct(*, user, queryset: QuerySet, fmt: str) -> tuple[Iterator[bytes] | bytes, str]:
+    """A small export, in the response: (body or chunks, content type). Logs the access first."""
+    names = columns_for(user)
+    selection_sql, params = selection_of(queryset)
+    access_log_record_selection(
+        user=user, selection_sql=selection_sql, params=params, action=AccessAction.EXPORT, reference="direct"
+    )
+    if fmt == ExportFormat.CSV:
+        return copy_csv(names, selection_sql, params), "text/csv; charset=utf-8"
+    buffer = io.BytesIO()
+    write_xlsx(buffer, names, selection_sql, params)
+    return buffer.getvalue(), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def export_directory() -> Path:
+    directory = Path(settings.CUSTOMER_EXPORT_DIR)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return directory
+
+
+def export_job_create(*, user, queryset: QuerySet, fmt: str) -> CustomerExportJob:
+    """Queue a large export; the Celery task starts once the job is committed."""
+    if fmt not in ExportFormat.values:
+        raise ValidationFailed("Unknown export format.", errors={"format": ["csv or xlsx"]})
+    names = columns_for(user)
+    selection_sql, params = selection_of(queryset)
+    with transaction.atomic():
+        job = CustomerExportJob.objects.create(
+            requested_by=user, format=fmt, columns=names, selection_sql=selection_sql, selection_params=params
+        )
+        transaction.on_commit(lambda: _queue(job.pk))
+    return job
+
+
+def _queue(job_id) -> None:
+    from customers import tasks
+
+    try:
+        tasks.run_customer_export.delay(str(job_id))
+    except Exception:  # the job stays queued; the beat sweep picks it up again
+        logger.exception("could not queue customer export %s", job_id)
+
+
+def _claim(job_id) -> CustomerExportJob | None:
+    with transaction.atomic():
+        job = (
+            CustomerExportJob.objects.select_for_update(skip_locked=True)
+            .filter(pk=job_id, status=ExportJobStatus.QUEUED)
+            .first()
+        )
+        if job is None:
+            return None
+        job.status = ExportJobStatus.RUNNING
+        job.started_at = timezone.now()
+        job.save(update_fields=["status", "started_at"])
+    return job
+
+
+def progress_key(job_id) -> str:
+    return f"customer-export-progress:{job_id}"
+
+
+def _progress(job: CustomerExportJob, done: int) -> None:
+    """While the worker writes, progress goes to the cache (the database connection is busy copying)."""
+    cache.set(progress_key(job.pk), min(done, job.rows_total), timeout=24 * 3600)
+
+
+def rows_done(job: CustomerExportJob) -> int:
+    if job.status == ExportJobStatus.RUNNING:
+        return int(cache.get(progress_key(job.pk)) or job.rows_done)
+    return job.rows_done
+
+
+def write_csv_file(path: Path, names: list[str], selection_sql: str, params: list, progress=None) -> int:
+    """The whole selection as CSV in one COPY (file order: as PostgreSQL reads it); returns the data rows.
+
+    Progress counts line ends (a value holding a line break makes it run ahead a little).
+    """
+    lines, reported = 0, 0
+    with path.open("wb") as handle:
+        for chunk in copy_csv(names, selection_sql, params, ordered=False):
+            handle.write(chunk)
+            lines += chunk.count(b"\n")
+            if progress is not None and handle.tell() - reported >= PROGRESS_EVERY_BYTES:
+                reported = handle.tell()
+                progress(max(lines - 1, 0))
+    return max(lines - 1, 0)
+
+
+def export_job_run(*, job_id) -> CustomerExportJob | None:
+    """Write the export file of a queued job (a job already running or finished is left alone)."""
+    job = _claim(job_id)
+    if job is None:
+        return None
+    try:
+        job.rows_total = selection_count(job.selection_sql, job.selection_params)
+        CustomerExportJob.objects.filter(pk=job.pk).update(rows_total=job.rows_total)
+        path = export_directory() / f"{job.pk}.{job.format}"
+        temporary = path.with_suffix(".part")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(descriptor)
+        if job.format == ExportFormat.CSV:
+            write_csv_file(temporary, job.columns, job.selection_sql, job.selection_params, lambda n: _progress(job, n))
+        else:
+            with temporary.open("wb") as handle:
+                write_xlsx(handle, job.columns, job.selection_sql, job.selection_params, lambda n: _progress(job, n))
+        temporary.replace(path)
+        with transaction.atomic():
+            access_log_record_selection(
+                user=job.requested_by,
+                selection_sql=job.selection_sql,
+                params=job.selection_params,
+                action=AccessAction.EXPORT,
+                reference=str(job.pk),
+            )
+            now = timezone.now()
+            CustomerExportJob.objects.filter(pk=job.pk).update(
+                status=ExportJobStatus.DONE,
+                rows_done=job.rows_total,
+                file_path=str(path),
+                finished_at=now,
+                expires_at=now + timedelta(days=settings.CUSTOMER_EXPORT_RETENTION_DAYS),
+            )
+    except Exception as error:
+        logger.exception("customer export %s failed", job.pk)
+        CustomerExportJob.objects.filter(pk=job.pk).update(
+            status=ExportJobStatus.FAILED, error=type(error).__name__, finished_at=timezone.now()
+        )
+    job.refresh_from_db()
+    return job
+
+
+def export_job_download(*, user, job_id) -> CustomerExportJob:
+    """The finished job, for its requester (or an administrator); the download is logged per customer."""
+    job = CustomerExportJob.objects.filter(pk=job_id).first()
+    if job is None or (job.requested_by_id != user.pk and not user.is_superuser and not user.has_perm(
+        "customers.change_customerexportjob"
+    )):
+        raise NotFound("No such export.", code="EXPORT_NOT_FOUND")
+    if job.status != ExportJobStatus.DONE or not job.file_path or not Path(job.file_path).exists():
+        raise NotFound("The export file is not ready or has expired.", code="EXPORT_NOT_READY")
+    access_log_record_selection(
+        user=user,
+        selection_sql=job.selection_sql,
+        params=job.selection_params,
+        action=AccessAction.DOWNLOAD,
+        reference=str(job.pk),
+    )
+    return job
+
+
+def export_jobs_purge(*, now=None) -> int:
+    """Remove expired export files (and their jobs)."""
+    now = now or timezone.now()
+    expired = list(CustomerExportJob.objects.filter(expires_at__lt=now))
+    for job in expired:
+        if job.file_path:
+            Path(job.file_path).unlink(missing_ok=True)
+    CustomerExportJob.objects.filter(pk__in=[job.pk for job in expired]).delete()
+    return len(expired)
+
+
+def queued_jobs_requeue(*, older_than: timedelta = timedelta(minutes=5)) -> int:
+    """Jobs whose task was lost (a broker outage at commit): queue them again."""
+    stale = CustomerExportJob.objects.filter(
+        status=ExportJobStatus.QUEUED, created_at__lt=timezone.now() - older_than
+    ).values_list("pk", flat=True)
+    for job_id in stale:
+        _queue(job_id)
+    return len(stale)
+
+
+def csv_header(names: list[str]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(names)
+    return buffer.getvalue().encode()

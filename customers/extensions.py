@@ -1,0 +1,90 @@
+"""Extension points through which higher apps add to the customer without customers importing them.
+
+`register_representation_field` lets e.g. addresses add `default_shipping_address` or segments
+add `tier` to `GET /customers/{id}`: a DRF field (for the schema) and a bulk loader (one query
+for a whole page of customers, never one per customer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class RepresentationField:
+    name: str
+    make_field: Callable[[], Any]  # returns a read-only DRF serializer field, used for the schema
+    load: Callable[[list[UUID]], dict[UUID, Any]]  # customer ids -> value (missing ids get `default`)
+    default: Any = None
+
+
+_representation_fields: dict[str, RepresentationField] = {}
+
+
+def register_representation_field(field: RepresentationField) -> None:
+    _representation_fields[field.name] = field
+
+
+def representation_fields() -> Iterable[RepresentationField]:
+    return _representation_fields.values()
+
+
+# ---------------------------------------------------------------- addresses, as the back-office needs them
+
+
+@dataclass(frozen=True)
+class AddressLookup:
+    """What customers' search, duplicate detection and exports need from the address book.
+
+    - `search(term)`: a values queryset of customer ids whose addresses match the term (e.g. a
+      postal code), or None when the term cannot be one;
+    - `postal_codes_of(customer_id)`: the customer's active postal codes;
+    - `customers_at(postal_codes)`: a values queryset of ids of customers with an active address there;
+    - `export_join` / `export_columns`: SQL joining one row per customer (alias `a`) and the
+      columns it adds to a customer export, `(name, sql expression, personal)`.
+    """
+
+    search: Callable[[str], Any]
+    postal_codes_of: Callable[[UUID], list[str]]
+    customers_at: Callable[[list[str]], Any]
+    export_join: str = ""
+    export_columns: tuple[tuple[str, str, bool], ...] = ()
+
+
+_address_lookup: AddressLookup | None = None
+
+
+def register_address_lookup(lookup: AddressLookup) -> None:
+    global _address_lookup
+    _address_lookup = lookup
+
+
+def address_lookup() -> AddressLookup | None:
+    return _address_lookup
+
+
+# ---------------------------------------------------------------- the customer page's recent changes
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: Any  # datetime
+    what: str  # e.g. "Address", "Profile"
+    change: str  # the reason or "created" / "changed" / "deleted"
+    who: str  # the actor label
+
+
+HistorySource = Callable[[UUID, int], list[HistoryEntry]]  # (customer id, limit) -> newest first, one query
+_history_sources: list[HistorySource] = []
+
+
+def register_history_source(source: HistorySource) -> None:
+    if source not in _history_sources:
+        _history_sources.append(source)
+
+
+def history_sources() -> Iterable[HistorySource]:
+    return tuple(_history_sources)

@@ -1,0 +1,428 @@
+"""What each inbound event does to our data, set-based for a whole batch.
+
+Called by `inbound.apply_batch` inside the batch's transaction, after the inbox has filtered out
+duplicates. Each family collects its work in a `Batch`; `Batch.finish` then recomputes the metrics
+of every touched customer in one UPDATE, records one `customer.metrics.updated.v1` per customer
+whose metrics changed, drops their cached representations and writes the activity entries.
+
+Order metrics are derived from one `CustomerOrder` row per order, never incremented, so they are
+right whatever the delivery order or duplication: a later event for an order only wins if its
+`occurred_at` is newer (ties: open < completed < cancelled < refunded).
+
+What counts: open and completed orders count towards `order_count`, `total_spent`,
+`average_order_value` and `last_order_at`; cancelled and refunded orders do not.
+`open_order_count` counts open orders. Totals are not converted between currencies:
+`spent_currency` is the currency of the customer's latest counted order, and `total_spent` and
+`average_order_value` cover the counted orders in that currency. `satisfaction_score` is the
+average rating of the customer's latest `SUPPORT_SATISFACTION_WINDOW` closed cases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+
+from customers import events, selectors, services
+from customers.actor import Actor
+from customers.cache import customer_key
+from customers.errors import ApplicationError
+from customers.models import Customer, CustomerStatus, RegistrationSource
+
+logger = logging.getLogger(__name__)
+INBOUND_ACTOR = Actor.system("inbound-events")
+
+ORDER_STATUS = {
+    "order.created.v1": "open",
+    "order.completed.v1": "completed",
+    "order.cancelled.v1": "cancelled",
+    "order.refunded.v1": "refunded",
+}
+_ORDER_VERB = {"open": "placed", "completed": "completed", "cancelled": "cancelled", "refunded": "refunded"}
+_STATUS_RANK = {"open": 0, "completed": 1, "cancelled": 2, "refunded": 3}
+
+
+@dataclass
+class Rejection:
+    message: object
+    reason: str
+    error: str
+
+
+@dataclass
+class Batch:
+    """The work one batch of inbound events adds up to."""
+
+    customers: set[UUID] = field(default_factory=set)
+    loyalty: dict[UUID, int] = field(default_factory=lambda: defaultdict(int))
+    activities: list[tuple] = field(default_factory=list)  # rows of customers_customeractivity
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def activity(self, message, customer_id: UUID, type_: str, summary: str, data: dict) -> None:
+        self.activities.append(
+            (
+                customer_id,
+                type_,
+                message.occurred_at,
+                message.source[:100],
+                summary[:300],
+                json.dumps(data),
+                message.event_id,
+            )
+        )
+
+    def reject(self, message, reason: str, error: str = "") -> None:
+        self.rejected.append(Rejection(message, reason, error))
+
+    def finish(self) -> list[UUID]:
+        changed = recompute_metrics(sorted(self.customers | set(self.loyalty)), self.loyalty)
+        if self.activities:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    """
+                    INSERT INTO customers_customeractivity
+                        (customer_id, type, occurred_at, source, summary, data, event_id, created_at)
+                    SELECT *, now() FROM unnest(%s::uuid[], %s::varchar[], %s::timestamptz[], %s::varchar[],
+                                                %s::varchar[], %s::jsonb[], %s::uuid[])
+                    ON CONFLICT (event_id) DO NOTHING
+                    """,
+                    [list(column) for column in zip(*self.activities, strict=True)],
+                )
+        return changed
+
+
+def resolve_customers(references: set[str]) -> dict[str, UUID]:
+    """Map the `customer_id` of inbound payloads (our id, or the external id) to customer ids."""
+    if not references:
+        return {}
+    uuids = []
+    for reference in references:
+        with contextlib.suppress(ValueError):
+            uuids.append(UUID(reference))
+    found: dict[str, UUID] = {str(pk): pk for pk in Customer.objects.filter(pk__in=uuids).values_list("pk", flat=True)}
+    missing = [reference for reference in references if reference not in found]
+    if missing:
+        for pk, external_id in Customer.objects.filter(external_id__in=missing).values_list("pk", "external_id"):
+            found[external_id] = pk
+    # A UUID written in upper case or without dashes is still the same customer.
+    for reference in references:
+        if reference not in found:
+            try:
+                canonical = str(UUID(reference))
+            except ValueError:
+                continue
+            if canonical in found:
+                found[reference] = found[canonical]
+    # A customer merged into another one: its events now belong to the survivor.
+    for _ in range(5):
+        merged = dict(
+            Customer.objects.filter(pk__in=set(found.values()), merged_into__isnull=False).values_list(
+                "pk", "merged_into"
+            )
+        )
+        if not merged:
+            break
+        found = {reference: merged.get(pk, pk) for reference, pk in found.items()}
+    return found
+
+
+def _resolved(batch: Batch, messages: list) -> list[tuple[object, UUID]]:
+    mapping = resolve_customers({m.data["customer_id"] for m in messages})
+    result = []
+    for message in messages:
+        customer_id = mapping.get(message.data["customer_id"])
+        if customer_id is None:
+            batch.reject(message, "CUSTOMER_NOT_FOUND", "no customer with this id or external id")
+        else:
+            result.append((message, customer_id))
+    return result
+
+
+def _money(value) -> Decimal:
+    return Decimal(str(value)).quantize(Decimal("0.01"))
+
+
+def apply_orders(batch: Batch, messages: list) -> None:
+    latest: dict[str, tuple] = {}
+    for message, customer_id in _resolved(batch, messages):
+        data = message.data
+        status = ORDER_STATUS[message.event_type]
+        key = (message.occurred_at, _STATUS_RANK[status])
+        row = (
+            data["order_id"],
+            customer_id,
+            _money(data["total"]),
+            data["currency"],
+            status,
+            datetime.fromisoformat(data["placed_at"]),
+            message.occurred_at,
+        )
+        if data["order_id"] not in latest or key > latest[data["order_id"]][0]:
+            latest[data["order_id"]] = (key, row)
+        batch.customers.add(customer_id)
+        batch.activity(
+            message,
+            customer_id,
+            f"order_{status if status != 'open' else 'created'}",
+            f"Order {data['order_id']} {_ORDER_VERB[status]}: {_money(data['total'])} {data['currency']}",
+            {"order_id": data["order_id"], "total": str(_money(data["total"])), "currency": data["currency"]},
+        )
+    if not latest:
+        return
+    rows = [row for _, row in sorted(latest.values(), key=lambda item: item[1][0])]  # lock order: order_id
+    columns = list(zip(*rows, strict=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO customers_customerorder
+                (order_id, customer_id, total, currency, status, placed_at, status_changed_at)
+            SELECT * FROM unnest(%s::varchar[], %s::uuid[], %s::numeric[], %s::varchar[], %s::varchar[],
+                                 %s::timestamptz[], %s::timestamptz[])
+            ON CONFLICT (order_id) DO UPDATE
+            SET total = EXCLUDED.total, currency = EXCLUDED.currency, status = EXCLUDED.status,
+                placed_at = EXCLUDED.placed_at, status_changed_at = EXCLUDED.status_changed_at
+            WHERE (EXCLUDED.status_changed_at, array_position(%s::varchar[], EXCLUDED.status::varchar))
+                > (customers_customerorder.status_changed_at,
+                   array_position(%s::varchar[], customers_customerorder.status::varchar))
+            """,
+            [*(list(column) for column in columns), list(_STATUS_RANK), list(_STATUS_RANK)],
+        )
+
+
+def apply_support(batch: Batch, messages: list) -> None:
+    latest: dict[str, tuple] = {}
+    for message, customer_id in _resolved(batch, messages):
+        data = message.data
+        closed_at = datetime.fromisoformat(data["closed_at"])
+        if data["case_id"] not in latest or closed_at > latest[data["case_id"]][3]:
+            latest[data["case_id"]] = (data["case_id"], customer_id, data["rating"], closed_at)
+        batch.customers.add(customer_id)
+        batch.activity(
+            message,
+            customer_id,
+            "support_case_closed",
+            f"Support case {data['case_id']} closed, rated {data['rating']}/5",
+            {"case_id": data["case_id"], "rating": data["rating"]},
+        )
+    if not latest:
+        return
+    columns = list(zip(*sorted(latest.values()), strict=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO customers_supportcase (case_id, customer_id, rating, closed_at)
+            SELECT * FROM unnest(%s::varchar[], %s::uuid[], %s::smallint[], %s::timestamptz[])
+            ON CONFLICT (case_id) DO UPDATE SET rating = EXCLUDED.rating, closed_at = EXCLUDED.closed_at
+            WHERE EXCLUDED.closed_at > customers_supportcase.closed_at
+            """,
+            [list(column) for column in columns],
+        )
+
+
+def apply_loyalty(batch: Batch, messages: list) -> None:
+    # Points add up, so order does not matter; the inbox makes each event count once.
+    for message, customer_id in _resolved(batch, messages):
+        points = message.data["points"]
+        earned = message.event_type == "loyalty.points.earned.v1"
+        batch.loyalty[customer_id] += points if earned else -points
+        batch.activity(
+            message,
+            customer_id,
+            "loyalty_points_earned" if earned else "loyalty_points_redeemed",
+            f"{'Earned' if earned else 'Redeemed'} {points} loyalty points",
+            {"points": points, "reason": str(message.data.get("reason", ""))[:200]},
+        )
+
+
+def apply_identity_registered(batch: Batch, messages: list) -> None:
+    """Create the customer, or link the existing one with that email (one savepoint per message)."""
+    for message in sorted(messages, key=lambda m: m.occurred_at):
+        data = message.data
+        user_id = data["user_id"]
+        try:
+            with transaction.atomic():
+                if Customer.objects.filter(external_id=user_id).exists():
+                    continue  # already created or linked
+                existing = Customer.objects.filter(email__iexact=data["email"].strip()).first()
+                if existing is None:
+                    services.customer_create(
+                        actor=INBOUND_ACTOR,
+                        email=data["email"],
+                        first_name=data.get("first_name") or "",
+                        last_name=data.get("last_name") or "",
+                        registration_source=RegistrationSource.IDENTITY,
+                        external_id=user_id,
+                    )
+                elif existing.external_id:
+                    batch.reject(message, "EXTERNAL_ID_CONFLICT", "the customer with this email has another user id")
+                else:
+                    services.customer_update(
+                        actor=INBOUND_ACTOR, customer_id=existing.pk, changes={"external_id": user_id}
+                    )
+        except ApplicationError as error:
+            batch.reject(message, error.code, f"{error.code} from the customer service rules")
+
+
+def apply_identity_deleted(batch: Batch, messages: list) -> None:
+    """Deactivate the customer and ask privacy to erase it (privacy holds it while orders are open)."""
+    for message in sorted(messages, key=lambda m: m.occurred_at):
+        customer = Customer.objects.filter(external_id=message.data["user_id"]).first()
+        if customer is None:
+            logger.info("identity user deleted without a customer: event %s, nothing to do", message.event_id)
+            continue
+        try:
+            with transaction.atomic():
+                if customer.status == CustomerStatus.ERASED:
+                    continue
+                if customer.status == CustomerStatus.ACTIVE:
+                    services.customer_deactivate(
+                        actor=INBOUND_ACTOR, customer_id=customer.pk, reason="User deleted in the identity service"
+                    )
+                events.record(
+                    event_type=events.CUSTOMER_ERASURE_REQUESTED,
+                    subject=customer.pk,
+                    data={
+                        "customer_id": str(customer.pk),
+                        "source_event_id": str(message.event_id),
+                        "requested_by": message.source[:100],
+                        "reason": "identity.user.deleted",
+                        "has_open_orders": selectors.customer_has_open_orders(customer.pk),
+                    },
+                    actor=INBOUND_ACTOR,
+                )
+        except ApplicationError as error:
+            batch.reject(message, error.code, f"{error.code} from the customer service rules")
+
+
+_METRIC_COLUMNS = (
+    "order_count",
+    "open_order_count",
+    "total_spent",
+    "spent_currency",
+    "average_order_value",
+    "last_order_at",
+    "loyalty_points",
+    "satisfaction_score",
+)
+
+# Column names come from the constant tuple above, never from input.
+_RECOMPUTE = f"""
+WITH ids AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(deltas)s::int[]) AS t(id, loyalty_delta)
+), counted AS (
+    -- one index probe per customer (a hash join would read the whole orders table)
+    SELECT o.* FROM ids CROSS JOIN LATERAL (
+        SELECT * FROM customers_customerorder o WHERE o.customer_id = ids.id AND o.status IN ('open', 'completed')
+    ) o
+), latest_currency AS (
+    SELECT DISTINCT ON (customer_id) customer_id, currency FROM counted
+    ORDER BY customer_id, placed_at DESC, order_id DESC
+), order_stats AS (
+    SELECT k.customer_id, lc.currency,
+           count(*) AS order_count,
+           count(*) FILTER (WHERE k.status = 'open') AS open_order_count,
+           max(k.placed_at) AS last_order_at,
+           coalesce(sum(k.total) FILTER (WHERE k.currency = lc.currency), 0) AS spent,
+           count(*) FILTER (WHERE k.currency = lc.currency) AS spent_orders
+    FROM counted k JOIN latest_currency lc USING (customer_id)
+    GROUP BY k.customer_id, lc.currency
+), ranked AS (
+    SELECT s.customer_id, s.rating,
+           row_number() OVER (PARTITION BY s.customer_id ORDER BY s.closed_at DESC, s.case_id DESC) AS n
+    FROM ids CROSS JOIN LATERAL (SELECT * FROM customers_supportcase s WHERE s.customer_id = ids.id) s
+), satisfaction AS (
+    SELECT customer_id, round(avg(rating), 2) AS score FROM ranked WHERE n <= %(window)s GROUP BY customer_id
+), new AS (
+    SELECT c.id,
+           coalesce(os.order_count, 0) AS order_count,
+           coalesce(os.open_order_count, 0) AS open_order_count,
+           coalesce(os.spent, 0) AS total_spent,
+           coalesce(os.currency, c.spent_currency) AS spent_currency,
+           CASE WHEN coalesce(os.spent_orders, 0) > 0 THEN round(os.spent / os.spent_orders, 2) ELSE 0 END
+               AS average_order_value,
+           os.last_order_at,
+           c.loyalty_points + ids.loyalty_delta AS loyalty_points,
+           sf.score AS satisfaction_score,
+           {", ".join(f"c.{name} AS old_{name}" for name in _METRIC_COLUMNS)}
+    FROM customers_customer c
+    JOIN ids ON ids.id = c.id
+    LEFT JOIN order_stats os ON os.customer_id = c.id
+    LEFT JOIN satisfaction sf ON sf.customer_id = c.id
+)
+UPDATE customers_customer c
+SET {", ".join(f"{name} = new.{name}" for name in _METRIC_COLUMNS)},
+    version = c.version + 1, updated_at = now()
+FROM new
+WHERE c.id = new.id
+  AND ({", ".join(f"c.{name}" for name in _METRIC_COLUMNS)})
+      IS DISTINCT FROM ({", ".join(f"new.{name}" for name in _METRIC_COLUMNS)})
+RETURNING c.id, c.version, {", ".join(f"c.{name}" for name in _METRIC_COLUMNS)},
+          {", ".join(f"new.old_{name}" for name in _METRIC_COLUMNS)}
+"""  # noqa: S608
+
+
+def _metrics_payload(customer_id: UUID, version: int, values: dict, changed: list[str]) -> dict:
+    def money(value) -> str:
+        return f"{value:.2f}"
+
+    return {
+        "customer_id": str(customer_id),
+        "version": version,
+        "changed_fields": changed,
+        "order_count": values["order_count"],
+        "open_order_count": values["open_order_count"],
+        "total_spent": money(values["total_spent"]),
+        "currency": values["spent_currency"],
+        "average_order_value": money(values["average_order_value"]),
+        "last_order_at": values["last_order_at"].isoformat() if values["last_order_at"] else None,
+        "loyalty_points": values["loyalty_points"],
+        "satisfaction_score": money(values["satisfaction_score"]) if values["satisfaction_score"] is not None else None,
+    }
+
+
+def recompute_metrics(customer_ids: list[UUID], loyalty_deltas: dict[UUID, int] | None = None) -> list[UUID]:
+    """Recompute the metrics of these customers from their orders and cases, in one statement.
+
+    Locks the customers first (in id order, so concurrent batches never deadlock), so the
+    recomputation sees every order a concurrent batch committed for them. Returns the customers
+    whose metrics changed; each gets a version bump, a `customer.metrics.updated.v1` event and
+    its cache entry dropped on commit. No history rows: metrics are excluded from history.
+    """
+    if not customer_ids:
+        return []
+    loyalty_deltas = loyalty_deltas or {}
+    ids = sorted(set(customer_ids))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM customers_customer WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids])
+        cursor.execute(
+            _RECOMPUTE,
+            {
+                "ids": ids,
+                "deltas": [loyalty_deltas.get(customer_id, 0) for customer_id in ids],
+                "window": settings.SUPPORT_SATISFACTION_WINDOW,
+            },
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return []
+    width = len(_METRIC_COLUMNS)
+    items = []
+    for row in rows:
+        customer_id, version = row[0], row[1]
+        new = dict(zip(_METRIC_COLUMNS, row[2 : 2 + width], strict=True))
+        old = dict(zip(_METRIC_COLUMNS, row[2 + width :], strict=True))
+        changed = [name for name in _METRIC_COLUMNS if new[name] != old[name]]
+        items.append((customer_id, _metrics_payload(customer_id, version, new, changed)))
+    events.record_many(event_type=events.CUSTOMER_METRICS_UPDATED, items=items, actor=INBOUND_ACTOR)
+    keys = [customer_key(customer_id) for customer_id, _ in items]
+    transaction.on_commit(lambda: cache.delete_many(keys))
+    return [customer_id for customer_id, _ in items]

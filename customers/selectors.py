@@ -1,0 +1,131 @@
+"""Read queries shared by the API, the admin and tasks."""
+
+from __future__ import annotations
+
+import re
+from uuid import UUID
+
+from django.db.models import Case, IntegerField, Q, QuerySet, When
+
+from customers.actor import Actor
+from customers.errors import CustomerNotFound
+from customers.extensions import address_lookup
+from customers.models import Customer
+
+_PHONE_LIKE = re.compile(r"^\+?[\d\s().-]{4,}$")
+
+
+def customers_visible_to(actor: Actor) -> QuerySet[Customer]:
+    """A customer's own token sees only that customer; everyone else sees all."""
+    customers = Customer.objects.all()
+    if actor.customer_id is not None:
+        customers = customers.filter(pk=actor.customer_id)
+    return customers
+
+
+def customer_get(*, actor: Actor, customer_id: UUID | str, queryset: QuerySet[Customer] | None = None) -> Customer:
+    """The customer, or CUSTOMER_NOT_FOUND — also when it exists but the actor may not see it."""
+    customers = queryset if queryset is not None else customers_visible_to(actor)
+    if actor.customer_id is not None:
+        customers = customers.filter(pk=actor.customer_id)
+    try:
+        return customers.get(pk=customer_id)
+    except (Customer.DoesNotExist, ValueError, TypeError):
+        raise CustomerNotFound(customer_id) from None
+
+
+_CUSTOMER_NUMBER = re.compile(r"^[Cc](\d{1,9})$")
+
+
+def _customer_number_filter(term: str) -> Q | None:
+    """`C001550425` exactly, `C00155` as a prefix, `1550425` as the number without its C and zeros.
+
+    Never a substring search: every customer number shares the trigrams of `C00…`, so one would read
+    much of the trigram index on a million customers.
+    """
+    found = _CUSTOMER_NUMBER.match(term)
+    if found:
+        number = term.upper()
+        return Q(customer_number=number) if len(number) == 10 else Q(customer_number__startswith=number)
+    if term.isdigit() and len(term) <= 9:
+        return Q(customer_number="C" + term.zfill(9))
+    return None
+
+
+def _term_filter(term: str, *, one_of_several: bool = False) -> Q:
+    """What one word of the query may match. A word among several is part of a name: emails, numbers
+    and phones hold no spaces, so those are looked up only for a query of one word."""
+    names = Q(first_name__icontains=term) | Q(last_name__icontains=term)
+    if one_of_several:
+        return names
+    match = Q(email__icontains=term) | Q(external_id=term)
+    if not _PHONE_LIKE.match(term):  # names hold no digits
+        match |= names
+    number = _customer_number_filter(term)
+    if number is not None:
+        match |= number
+    if _PHONE_LIKE.match(term):
+        digits = re.sub(r"\D", "", term)
+        if len(digits) >= 4:
+            match |= Q(phone__icontains=digits)
+    return match
+
+
+def _matching(customers: QuerySet[Customer], term: str, *, one_of_several: bool = False) -> QuerySet[Customer]:
+    match = _term_filter(term, one_of_several=one_of_several)
+    lookup = address_lookup()
+    by_address = lookup.search(term) if lookup is not None and not one_of_several else None
+    if by_address is None:
+        return customers.filter(match)
+    # A UNION keeps every branch on its own index (an OR across two tables would scan every customer).
+    ids = Customer.objects.filter(match).order_by().values("pk").union(by_address.order_by())
+    return customers.filter(pk__in=ids)
+
+
+def search_rank(query: str) -> Case:
+    """0 exact (email, customer number, external id, phone), 1 the exact name, 2 a prefix, 3 anything else."""
+    query = (query or "").strip()
+    words = query.split()
+    exact = Q(email__iexact=query) | Q(customer_number__iexact=query) | Q(external_id=query)
+    digits = re.sub(r"\D", "", query)
+    if _PHONE_LIKE.match(query) and len(digits) >= 7:
+        exact |= Q(phone="+" + digits) | Q(phone__endswith=digits)
+    if len(words) == 2:
+        name = Q(first_name__iexact=words[0], last_name__iexact=words[1]) | Q(
+            first_name__iexact=words[1], last_name__iexact=words[0]
+        )
+    else:
+        name = Q(first_name__iexact=query) | Q(last_name__iexact=query)
+    first = words[0] if words else query
+    prefix = (
+        Q(email__istartswith=query)
+        | Q(customer_number__istartswith=query)
+        | Q(first_name__istartswith=first)
+        | Q(last_name__istartswith=first)
+    )
+    return Case(When(exact, then=0), When(name, then=1), When(prefix, then=2), default=3, output_field=IntegerField())
+
+
+def customer_search(customers: QuerySet[Customer], query: str) -> QuerySet[Customer]:
+    """Partial name, email, phone (any written form), customer number, external id or postal code;
+    every word must match. Annotated with `search_rank` (order by it to see the exact match first)."""
+    query = (query or "").strip()
+    if not query:
+        return customers
+    terms = [query] if _PHONE_LIKE.match(query) else query.split()[:5]
+    for term in terms:
+        customers = _matching(customers, term, one_of_several=len(terms) > 1)
+    return customers.annotate(search_rank=search_rank(query))
+
+
+def customer_has_open_orders(customer_id: UUID | str) -> bool:
+    from customers.models import CustomerOrder, OrderStatus
+
+    return CustomerOrder.objects.filter(customer_id=customer_id, status=OrderStatus.OPEN).exists()
+
+
+def merge_get(merge_id):
+    """A merge with what it moved (for the apps' subscribers to `customer.merge_undone.v1`)."""
+    from customers.merge import merge_get as get
+
+    return get(merge_id)

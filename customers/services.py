@@ -1,0 +1,426 @@
+"""Every write use-case of the customers app. API, admin and tasks call these, nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from customers import events
+from customers.actor import SCOPE_ADMIN, Actor
+from customers.cache import invalidate_customer_on_commit
+from customers.duplicates import WATCHED_FIELDS, duplicates_detect
+from customers.errors import (
+    CustomerNotFound,
+    EmailAlreadyExists,
+    Forbidden,
+    InvalidStatusTransition,
+    ValidationFailed,
+)
+from customers.history import stamp
+from customers.models import Customer, CustomerPreferences, CustomerStatus, CustomerStatusChange, CustomerType
+from customers.validation import (
+    normalize_currency,
+    normalize_email,
+    normalize_language,
+    normalize_phone,
+    normalize_tags,
+    validate_date_of_birth,
+    validate_json_object,
+    validate_timezone,
+)
+
+PROFILE_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "date_of_birth",
+    "gender",
+    "customer_type",
+    "company_name",
+    "registration_source",
+    "external_id",
+    "tags",
+    "metadata",
+    "custom_attributes",
+    "email_verified",
+    "phone_verified",
+    "registered_at",
+    "last_login_at",
+)
+PREFERENCE_FIELDS = tuple(
+    f.name for f in CustomerPreferences._meta.concrete_fields if f.name not in ("customer", "updated_at")
+)
+
+
+def _profile_completeness(customer: Customer) -> int:
+    filled = [
+        bool(customer.email),
+        bool(customer.first_name),
+        bool(customer.last_name),
+        bool(customer.phone),
+        customer.date_of_birth is not None,
+        customer.gender != "unknown",
+    ]
+    if customer.customer_type == CustomerType.BUSINESS:
+        filled.append(bool(customer.company_name))
+    return round(100 * sum(filled) / len(filled))
+
+
+def _clean_profile(values: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(values) - set(PROFILE_FIELDS)
+    if unknown:
+        raise ValidationFailed(
+            "Unknown fields.", errors={name: ["This field is not part of a customer."] for name in sorted(unknown)}
+        )
+    cleaned = dict(values)
+    if "email" in cleaned:
+        cleaned["email"] = normalize_email(cleaned["email"])
+    if "phone" in cleaned:
+        cleaned["phone"] = normalize_phone(cleaned["phone"])
+    if "date_of_birth" in cleaned:
+        cleaned["date_of_birth"] = validate_date_of_birth(cleaned["date_of_birth"])
+    if "tags" in cleaned:
+        cleaned["tags"] = normalize_tags(cleaned["tags"] or [])
+    for field in ("metadata", "custom_attributes"):
+        if field in cleaned:
+            cleaned[field] = validate_json_object(cleaned[field] if cleaned[field] is not None else {}, field)
+    for field in ("first_name", "last_name", "company_name"):
+        if field in cleaned:
+            cleaned[field] = (cleaned[field] or "").strip()
+    if "external_id" in cleaned:
+        cleaned["external_id"] = (cleaned["external_id"] or "").strip() or None
+    return cleaned
+
+
+def _clean_preferences(values: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(values) - set(PREFERENCE_FIELDS)
+    if unknown:
+        raise ValidationFailed(
+            "Unknown fields.", errors={name: ["This field is not a preference."] for name in sorted(unknown)}
+        )
+    cleaned = dict(values)
+    if "language" in cleaned:
+        cleaned["language"] = normalize_language(cleaned["language"])
+    if "currency" in cleaned:
+        cleaned["currency"] = normalize_currency(cleaned["currency"])
+    if "timezone" in cleaned:
+        cleaned["timezone"] = validate_timezone(cleaned["timezone"])
+    if "custom" in cleaned:
+        cleaned["custom"] = validate_json_object(cleaned["custom"] or {}, "custom")
+    return cleaned
+
+
+def _check_business_fields(customer: Customer) -> None:
+    if customer.customer_type == CustomerType.BUSINESS and not customer.company_name:
+        raise ValidationFailed(
+            "A business customer needs a company name.",
+            errors={"company_name": ["Required for business customers."]},
+        )
+
+
+def _save_guarding_uniques(instance: Customer) -> None:
+    """Save, turning a lost race on a unique column into the same error the pre-check gives."""
+    try:
+        with transaction.atomic():
+            instance.save()
+    except IntegrityError as error:
+        message = str(error)
+        if "customer_email_ci_unique" in message:
+            raise EmailAlreadyExists() from None
+        if "external_id" in message:
+            raise ValidationFailed(
+                "Another customer has this external id.",
+                code="EXTERNAL_ID_ALREADY_EXISTS",
+                errors={"external_id": ["Another customer has this external id."]},
+            ) from None
+        raise
+
+
+def _email_taken(email: str, *, excluding: UUID | None = None) -> bool:
+    query = Customer.objects.filter(email__iexact=email)
+    if excluding is not None:
+        query = query.exclude(pk=excluding)
+    return query.exists()
+
+
+def customer_validate_profile(values: dict[str, Any], *, customer_id: UUID | None) -> dict[str, Any]:
+    """The checks create and update apply, without writing: for forms that show errors per field."""
+    cleaned = _clean_profile(values)
+    if "email" in cleaned and _email_taken(cleaned["email"], excluding=customer_id):
+        raise EmailAlreadyExists()
+    return cleaned
+
+
+def _created_payload(customer: Customer) -> dict:
+    return {
+        "customer_id": str(customer.id),
+        "customer_number": customer.customer_number,
+        "email": customer.email,
+        "first_name": customer.first_name,
+        "last_name": customer.last_name,
+        "customer_type": customer.customer_type,
+        "registration_source": customer.registration_source,
+        "status": customer.status,
+    }
+
+
+def customer_representation_changed(*, customer_id: UUID) -> None:
+    """For other apps' services: what GET /customers/{id} shows changed in this transaction.
+
+    Drops the cached representation once the transaction commits.
+    """
+    invalidate_customer_on_commit(customer_id)
+
+
+@transaction.atomic
+def customer_create(*, actor: Actor, preferences: dict[str, Any] | None = None, **profile: Any) -> Customer:
+    """Register a customer with default preferences (or the given ones)."""
+    cleaned = _clean_profile(profile)
+    if "email" not in cleaned:
+        raise ValidationFailed("Email is required.", errors={"email": ["This field is required."]})
+    cleaned_preferences = _clean_preferences(preferences or {})
+    if _email_taken(cleaned["email"]):
+        raise EmailAlreadyExists()
+
+    now = timezone.now()
+    customer = Customer(**cleaned, created_at=now, updated_at=now)
+    customer.registered_at = cleaned.get("registered_at") or now
+    _check_business_fields(customer)
+    customer.profile_completeness = _profile_completeness(customer)
+    stamp(customer, actor, "created")
+    _save_guarding_uniques(customer)
+    customer.refresh_from_db(fields=["customer_number"])
+
+    prefs = CustomerPreferences(customer=customer, updated_at=now, **cleaned_preferences)
+    stamp(prefs, actor, "created")
+    prefs.save()
+
+    events.record(event_type=events.CUSTOMER_CREATED, subject=customer.id, data=_created_payload(customer), actor=actor)
+    duplicates_detect(customer_id=customer.id)
+    return customer
+
+
+def _lock_customer(customer_id: UUID) -> Customer:
+    try:
+        return Customer.objects.select_for_update().get(pk=customer_id)
+    except (Customer.DoesNotExist, ValueError):
+        raise CustomerNotFound(customer_id) from None
+
+
+def _refuse_erased(customer: Customer) -> None:
+    if customer.status == CustomerStatus.ERASED:
+        raise InvalidStatusTransition("An erased customer cannot be changed.", code="CUSTOMER_ERASED")
+    if customer.status == CustomerStatus.MERGED:
+        raise InvalidStatusTransition(
+            "A merged customer cannot be changed (change the customer it was merged into, or undo the merge).",
+            code="CUSTOMER_MERGED",
+        )
+
+
+@transaction.atomic
+def customer_update(
+    *, actor: Actor, customer_id: UUID, changes: dict[str, Any], expected_version: int | None = None
+) -> Customer:
+    """Change profile fields; the event names the fields that changed, never their old values."""
+    customer = _lock_customer(customer_id)
+    _refuse_erased(customer)
+    if expected_version is not None and expected_version != customer.version:
+        raise InvalidStatusTransition(
+            f"The customer changed since version {expected_version} (now {customer.version}).",
+            code="VERSION_CONFLICT",
+        )
+    cleaned = _clean_profile(changes)
+    if (
+        "email" in cleaned
+        and cleaned["email"] != customer.email
+        and _email_taken(cleaned["email"], excluding=customer.id)
+    ):
+        raise EmailAlreadyExists()
+
+    changed = sorted(name for name, value in cleaned.items() if getattr(customer, name) != value)
+    if not changed:
+        return customer
+    for name in changed:
+        setattr(customer, name, cleaned[name])
+    _check_business_fields(customer)
+    if "email" in changed:
+        customer.email_verified = "email_verified" in cleaned and cleaned["email_verified"]
+    if "phone" in changed:
+        customer.phone_verified = "phone_verified" in cleaned and cleaned["phone_verified"]
+    customer.profile_completeness = _profile_completeness(customer)
+    customer.updated_at = timezone.now()
+    customer.version += 1
+    stamp(customer, actor, "updated: " + ", ".join(changed))
+    _save_guarding_uniques(customer)
+
+    events.record(
+        event_type=events.CUSTOMER_UPDATED,
+        subject=customer.id,
+        data={"customer_id": str(customer.id), "changed_fields": changed, "version": customer.version},
+        actor=actor,
+    )
+    if WATCHED_FIELDS.intersection(changed):
+        duplicates_detect(customer_id=customer.id)
+    invalidate_customer_on_commit(customer.id)
+    return customer
+
+
+@transaction.atomic
+def customer_preferences_update(*, actor: Actor, customer_id: UUID, changes: dict[str, Any]) -> CustomerPreferences:
+    customer = _lock_customer(customer_id)
+    _refuse_erased(customer)
+    cleaned = _clean_preferences(changes)
+    prefs = CustomerPreferences.objects.select_for_update().get(customer=customer)
+    changed = sorted(name for name, value in cleaned.items() if getattr(prefs, name) != value)
+    if not changed:
+        return prefs
+    for name in changed:
+        setattr(prefs, name, cleaned[name])
+    now = timezone.now()
+    prefs.updated_at = now
+    stamp(prefs, actor, "updated: " + ", ".join(changed))
+    prefs.save()
+
+    # The preferences are part of the customer's representation and version.
+    Customer.objects.filter(pk=customer.pk).update(version=customer.version + 1, updated_at=now)
+    events.record(
+        event_type=events.CUSTOMER_PREFERENCES_UPDATED,
+        subject=customer.id,
+        data={"customer_id": str(customer.id), "changed_fields": changed},
+        actor=actor,
+    )
+    invalidate_customer_on_commit(customer.id)
+    return prefs
+
+
+@dataclass(frozen=True)
+class _Transition:
+    needs_admin: bool
+
+
+_ALLOWED_TRANSITIONS: dict[tuple[str, str], _Transition] = {
+    (CustomerStatus.ACTIVE, CustomerStatus.INACTIVE): _Transition(needs_admin=False),
+    (CustomerStatus.INACTIVE, CustomerStatus.ACTIVE): _Transition(needs_admin=False),
+    (CustomerStatus.ACTIVE, CustomerStatus.SUSPENDED): _Transition(needs_admin=True),
+    (CustomerStatus.INACTIVE, CustomerStatus.SUSPENDED): _Transition(needs_admin=True),
+    (CustomerStatus.SUSPENDED, CustomerStatus.ACTIVE): _Transition(needs_admin=True),
+    (CustomerStatus.SUSPENDED, CustomerStatus.INACTIVE): _Transition(needs_admin=True),
+}
+
+
+def _apply_status(*, actor: Actor, customer: Customer, new_status: str, reason: str) -> None:
+    previous = customer.status
+    customer.status = new_status
+    customer.updated_at = timezone.now()
+    customer.version += 1
+    stamp(customer, actor, f"status {previous} → {new_status}")
+    customer.save(update_fields=["status", "updated_at", "version"])
+    CustomerStatusChange.objects.create(
+        customer=customer, from_status=previous, to_status=new_status, reason=reason, actor=actor.label
+    )
+    events.record(
+        event_type=events.CUSTOMER_STATUS_CHANGED,
+        subject=customer.id,
+        data={"customer_id": str(customer.id), "from_status": previous, "to_status": new_status, "reason": reason},
+        actor=actor,
+    )
+    invalidate_customer_on_commit(customer.id)
+
+
+@transaction.atomic
+def customer_change_status(*, actor: Actor, customer_id: UUID, status: str, reason: str) -> Customer:
+    """Move a customer through its lifecycle; erasure has its own workflow and is refused here."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationFailed("Say why the status changes.", errors={"reason": ["This field is required."]})
+    if status not in CustomerStatus.values:
+        raise ValidationFailed(f"Unknown status {status!r}.", errors={"status": [f"Unknown status {status!r}."]})
+    customer = _lock_customer(customer_id)
+    if customer.status == status:
+        return customer
+    if status == CustomerStatus.ERASED:
+        raise InvalidStatusTransition("Customers are erased only through a privacy erasure request.")
+    if CustomerStatus.MERGED in (status, customer.status):
+        # Into merged only by a merge, out of it only by undoing the merge (customers.merge).
+        raise InvalidStatusTransition(f"A customer cannot go from {customer.status} to {status}: merges change that.")
+    transition = _ALLOWED_TRANSITIONS.get((customer.status, status))
+    if transition is None:
+        raise InvalidStatusTransition(f"A customer cannot go from {customer.status} to {status}.")
+    if transition.needs_admin and not actor.has_scope(SCOPE_ADMIN):
+        raise Forbidden(f"Changing a customer from {customer.status} to {status} needs {SCOPE_ADMIN}.")
+    _apply_status(actor=actor, customer=customer, new_status=status, reason=reason)
+    return customer
+
+
+@transaction.atomic
+def customer_deactivate(*, actor: Actor, customer_id: UUID, reason: str = "Deactivated on request") -> Customer:
+    """The API's DELETE: the customer stays, inactive. Idempotent for an inactive customer."""
+    customer = _lock_customer(customer_id)
+    if customer.status == CustomerStatus.INACTIVE:
+        return customer
+    if customer.status != CustomerStatus.ACTIVE:
+        raise InvalidStatusTransition(f"A {customer.status} customer cannot be deactivated.")
+    _apply_status(actor=actor, customer=customer, new_status=CustomerStatus.INACTIVE, reason=reason)
+    events.record(
+        event_type=events.CUSTOMER_DEACTIVATED,
+        subject=customer.id,
+        data={"customer_id": str(customer.id), "reason": reason},
+        actor=actor,
+    )
+    return customer
+
+
+@transaction.atomic
+def customer_set_processing_restriction(*, actor: Actor, customer_id: UUID, restricted: bool, reason: str) -> Customer:
+    """Restrict (GDPR Art. 18) or lift the restriction; both are recorded with who and why."""
+    customer = _lock_customer(customer_id)
+    _refuse_erased(customer)
+    if customer.processing_restricted == restricted:
+        return customer
+    customer.processing_restricted = restricted
+    customer.updated_at = timezone.now()
+    customer.version += 1
+    stamp(customer, actor, ("restricted: " if restricted else "restriction lifted: ") + reason)
+    customer.save(update_fields=["processing_restricted", "updated_at", "version"])
+    events.record(
+        event_type=events.CUSTOMER_RESTRICTION_CHANGED,
+        subject=customer.id,
+        data={"customer_id": str(customer.id), "restricted": restricted},
+        actor=actor,
+    )
+    invalidate_customer_on_commit(customer.id)
+    return customer
+
+
+# The activity timeline's use-cases (customers.activity), offered here like every other service.
+# The back-office's use-cases (notes, duplicates, merges, access log, exports), offered here like every other service.
+from customers.access_log import access_log_record as access_log_record  # noqa: E402
+from customers.activity import activity_prune as activity_prune  # noqa: E402
+from customers.activity import activity_track as activity_track  # noqa: E402
+
+# What every app's services offer privacy (see customers.data_rights), re-exported as this app's own.
+from customers.data_rights import (  # noqa: E402
+    erase_customers_data as erase_customers_data,
+)
+from customers.data_rights import (  # noqa: E402
+    export_customer_data as export_customer_data,
+)
+from customers.data_rights import (  # noqa: E402
+    export_rows as export_rows,
+)
+from customers.data_rights import (  # noqa: E402
+    scrub_personal_fields as scrub_personal_fields,
+)
+from customers.duplicates import duplicate_dismiss as duplicate_dismiss  # noqa: E402
+from customers.merge import customer_merge as customer_merge  # noqa: E402
+from customers.merge import customer_merge_note_moved as customer_merge_note_moved  # noqa: E402
+from customers.merge import customer_merge_undo as customer_merge_undo  # noqa: E402
+from customers.notes import note_create as note_create  # noqa: E402
+from customers.notes import note_delete as note_delete  # noqa: E402
+from customers.notes import note_pin as note_pin  # noqa: E402
+from customers.notes import note_update as note_update  # noqa: E402

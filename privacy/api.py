@@ -1,0 +1,173 @@
+"""Data-subject requests through the API: the storefront files them, a customer's own token follows them."""
+
+from __future__ import annotations
+
+from django.http import JsonResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.decorators import api_view
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from customers.actor import SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE, Actor
+from customers.apikit import StrictSerializer, problems
+from customers.errors import Forbidden
+from privacy import services
+from privacy.models import DataSubjectRequest, RequestKind
+
+OWN_OR_ADMIN = f"A customer's own token (`customer_id` claim) needs `{{scope}}`; any other token needs `{SCOPE_ADMIN}`."
+
+
+class PrivacyRequestSerializer(serializers.ModelSerializer):
+    customer_id = serializers.UUIDField(read_only=True)
+    is_overdue = serializers.BooleanField(read_only=True)
+    export_ready = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DataSubjectRequest
+        fields = [
+            "id",
+            "customer_id",
+            "kind",
+            "status",
+            "received_at",
+            "due_at",
+            "extension_months",
+            "completed_at",
+            "status_reason",
+            "is_overdue",
+            "export_ready",
+        ]
+        read_only_fields = fields
+
+    def get_export_ready(self, request: DataSubjectRequest) -> bool:
+        return bool(request.result_file)
+
+
+class FileRequestSerializer(StrictSerializer):
+    kind = serializers.ChoiceField(choices=RequestKind.choices)
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+def require_own_or_admin(actor: Actor, customer_id) -> None:
+    if actor.customer_id is not None:
+        return  # the selector answers 404 for anyone but the token's own customer
+    if not actor.has_scope(SCOPE_ADMIN):
+        raise Forbidden(f"Privacy requests of other customers need {SCOPE_ADMIN}.")
+
+
+def _file(request, customer_id, kind: str, notes: str = "") -> Response:
+    actor: Actor = request.auth
+    if kind == RequestKind.ERASURE or actor.customer_id is None:
+        require_own_or_admin(actor, customer_id)
+    privacy_request, created = services.privacy_request_file(
+        actor=actor, customer_id=customer_id, kind=kind, notes=notes
+    )
+    privacy_request.refresh_from_db()
+    return Response(
+        PrivacyRequestSerializer(privacy_request).data,
+        status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+    )
+
+
+class CustomerPrivacyRequests(APIView):
+    @extend_schema(
+        summary="File a data-subject request",
+        description=(
+            "Access and portability start an export at once; restriction and objection apply at once; erasure "
+            "waits for compliance approval. Filing the same open request again returns it (200). "
+            + OWN_OR_ADMIN.format(scope=SCOPE_WRITE)
+        ),
+        request=FileRequestSerializer,
+        responses={
+            202: PrivacyRequestSerializer,
+            200: OpenApiResponse(PrivacyRequestSerializer, description="An open request of this kind already exists"),
+            **problems((400, "VALIDATION_ERROR"), (403, "PERMISSION_DENIED"), (404, "CUSTOMER_NOT_FOUND")),
+        },
+    )
+    def post(self, request, customer_id):
+        payload = FileRequestSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        return _file(request, customer_id, payload.validated_data["kind"], payload.validated_data.get("notes", ""))
+
+    @extend_schema(
+        summary="List a customer's data-subject requests",
+        description=OWN_OR_ADMIN.format(scope=SCOPE_READ),
+        responses={
+            200: PrivacyRequestSerializer(many=True),
+            **problems((403, "PERMISSION_DENIED"), (404, "CUSTOMER_NOT_FOUND")),
+        },
+    )
+    def get(self, request, customer_id):
+        require_own_or_admin(request.auth, customer_id)
+        requests = services.privacy_requests_of(actor=request.auth, customer_id=customer_id)
+        return Response(PrivacyRequestSerializer(requests, many=True).data)
+
+
+class PrivacyRequestDetail(APIView):
+    @extend_schema(
+        summary="Get a data-subject request",
+        description=OWN_OR_ADMIN.format(scope=SCOPE_READ),
+        responses={
+            200: PrivacyRequestSerializer,
+            **problems((403, "PERMISSION_DENIED"), (404, "PRIVACY_REQUEST_NOT_FOUND")),
+        },
+    )
+    def get(self, request, request_id):
+        privacy_request = services.privacy_request_get(actor=request.auth, request_id=request_id)
+        return Response(PrivacyRequestSerializer(privacy_request).data)
+
+
+class CustomerData(APIView):
+    required_scopes: dict = {}
+
+    @extend_schema(
+        summary="Download the customer's latest data export",
+        description=(
+            "200 with the export document when the latest export is complete; 202 with the request while it runs. "
+            + OWN_OR_ADMIN.format(scope=SCOPE_READ)
+        ),
+        responses={
+            200: OpenApiResponse(description="The export document (see privacy/schemas/export.v1.json)"),
+            202: PrivacyRequestSerializer,
+            **problems((403, "PERMISSION_DENIED"), (404, "CUSTOMER_NOT_FOUND, EXPORT_NOT_FOUND")),
+        },
+    )
+    def get(self, request, customer_id):
+        require_own_or_admin(request.auth, customer_id)
+        privacy_request, document = services.privacy_latest_export(actor=request.auth, customer_id=customer_id)
+        if document is not None:
+            services.privacy_export_downloaded(actor=request.auth, request=privacy_request)
+            return JsonResponse(document, json_dumps_params={"ensure_ascii": False})
+        if privacy_request is not None and privacy_request.is_open:
+            return Response(PrivacyRequestSerializer(privacy_request).data, status=status.HTTP_202_ACCEPTED)
+        raise services.ExportNotFound()
+
+    @extend_schema(
+        summary="Ask for erasure of the customer's data",
+        description="Files an erasure request (same as POST /customers/{id}/erasure). "
+        + OWN_OR_ADMIN.format(scope=SCOPE_WRITE),
+        request=None,
+        responses={
+            202: PrivacyRequestSerializer,
+            200: PrivacyRequestSerializer,
+            **problems((403, "PERMISSION_DENIED"), (404, "CUSTOMER_NOT_FOUND")),
+        },
+    )
+    def delete(self, request, customer_id):
+        return _file(request, customer_id, RequestKind.ERASURE)
+
+
+@extend_schema(
+    summary="Ask for erasure of the customer's data",
+    description="Files an erasure request; compliance approves it. " + OWN_OR_ADMIN.format(scope=SCOPE_WRITE),
+    request=None,
+    responses={
+        202: PrivacyRequestSerializer,
+        200: PrivacyRequestSerializer,
+        **problems((403, "PERMISSION_DENIED"), (404, "CUSTOMER_NOT_FOUND")),
+    },
+)
+@api_view(["POST"])
+def customer_erasure(request, customer_id):
+    return _file(request, customer_id, RequestKind.ERASURE)

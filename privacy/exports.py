@@ -1,0 +1,104 @@
+"""The export document (Art. 15 / 20): built from every app's data, validated, stored outside the web root."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import jsonschema
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from customers.services import export_rows, scrub_personal_fields
+from privacy.models import DataSubjectRequest
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "export.v1.json"
+FORMAT = "customer-data-export"
+SCHEMA_VERSION = 1
+
+
+@lru_cache(maxsize=1)
+def export_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate_document(document: dict) -> None:
+    jsonschema.validate(document, export_schema())
+
+
+def build_document(request: DataSubjectRequest) -> dict:
+    from privacy.services import DATA_PROVIDERS, providers
+
+    customer_id = request.customer_id
+    data = {
+        app: provider.export_customer_data(customer_id)
+        for app, provider in zip(DATA_PROVIDERS, providers(), strict=True)
+    }
+    data["privacy"] = {
+        "requests": export_rows(DataSubjectRequest.objects.filter(customer_id=customer_id).order_by("received_at")),
+        "requests_history": export_rows(
+            DataSubjectRequest.history.filter(customer_id=customer_id).order_by("history_date")
+        ),
+    }
+    document = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": timezone.now().isoformat(),
+        "customer_id": str(customer_id),
+        "request": {"id": str(request.id), "kind": request.kind, "received_at": request.received_at.isoformat()},
+        "processing": settings.PRIVACY_PROCESSING_STATEMENT,
+        "data": data,
+    }
+    validate_document(document)
+    return document
+
+
+def export_directory() -> Path:
+    directory = Path(settings.PRIVACY_EXPORT_DIR)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return directory
+
+
+def write_file(request: DataSubjectRequest, document: dict) -> Path:
+    path = export_directory() / f"{request.customer_id}-{request.id}.json"
+    temporary = path.with_suffix(".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(document, handle, ensure_ascii=False, indent=1, default=str)
+    temporary.replace(path)
+    return path
+
+
+def _remove_files_on_commit(paths: list[str]) -> None:
+    def remove():
+        for name in paths:
+            Path(name).unlink(missing_ok=True)
+
+    transaction.on_commit(remove)
+
+
+def erase_privacy_records(customer_ids: list) -> dict[str, int]:
+    """Erasure of privacy's own records: staff notes about the person, and their export files."""
+    requests = DataSubjectRequest.objects.filter(customer_id__in=customer_ids)
+    files = [name for name in requests.exclude(result_file="").values_list("result_file", flat=True)]
+    _remove_files_on_commit(files)
+    return {
+        "privacy_datasubjectrequest": scrub_personal_fields(requests, result_file=""),
+        "privacy_historicaldatasubjectrequest": scrub_personal_fields(
+            DataSubjectRequest.history.filter(customer_id__in=customer_ids), result_file=""
+        ),
+        "export_files": len(files),
+    }
+
+
+def purge_expired_exports(*, dry_run: bool) -> int:
+    expired = DataSubjectRequest.objects.exclude(result_file="").filter(result_expires_at__lt=timezone.now())
+    if dry_run:
+        return expired.count()
+    files = list(expired.values_list("result_file", flat=True))
+    _remove_files_on_commit(files)
+    expired.update(result_file="")
+    return len(files)

@@ -1,0 +1,50 @@
+"""Celery tasks: thin, idempotent, take ids, call services."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from customers.actor import Actor
+from segments import services
+
+logger = logging.getLogger(__name__)
+SYSTEM = Actor.system("segments")
+
+# Connection trouble is worth retrying; a cancelled statement (timeout) or a bad rule is not, and
+# the calculation service records those on the job itself.
+TRANSIENT = (OperationalError, InterfaceError)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def recalculate_segment(job_id: str) -> None:
+    """Run a queued full recalculation (a finished or unknown job is a no-op)."""
+    services.segment_calculation_run(job_id=job_id, actor=SYSTEM)
+
+
+@shared_task(
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=5,
+)
+def evaluate_customer(customer_id: str) -> None:
+    """Re-evaluate one customer's dynamic segments and tier after a change to them."""
+    services.customer_segments_evaluate(actor=SYSTEM, customer_id=customer_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def recalculate_all_dynamic_segments() -> None:
+    """The nightly run (beat): every live dynamic segment, then every tier."""
+    jobs = services.segments_recalculate_all(actor=SYSTEM)
+    logger.info("nightly segment recalculation: %d segment(s) calculated", len(jobs))
+
+
+@shared_task(acks_late=True, ignore_result=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3)
+def recalculate_tiers() -> None:
+    changed = services.tiers_recalculate(actor=SYSTEM)
+    logger.info("tier recalculation: %d customer(s) changed tier", changed)

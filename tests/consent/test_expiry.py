@@ -1,0 +1,110 @@
+"""Expiry: a beat task moves grants past their validity to expired, in batches, idempotently."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from consent import selectors, services, tasks
+from consent.models import ConsentRecord, ConsentState, ConsentStatus
+from customers.actor import Actor
+from customers.models import CustomerPreferences, OutboxEvent
+from tests.consent.conftest import change, state_of
+from tests.factories import CustomerFactory
+
+pytestmark = pytest.mark.django_db
+
+S = ConsentStatus
+
+
+def _backdate(customer, code: str, *, days_past: int) -> None:
+    """Make the grant's validity end `days_past` days ago (the state is ours to move in a test)."""
+    ConsentState.objects.filter(customer=customer, purpose__code=code).update(
+        valid_until=timezone.now() - timedelta(days=days_past)
+    )
+
+
+@pytest.fixture
+def lapsed():
+    customers = [CustomerFactory(preferences={"email_opt_in": True}) for _ in range(5)]
+    for customer in customers:
+        change(customer, "personalization", S.GRANTED)
+        _backdate(customer, "marketing_email", days_past=1)
+    return customers
+
+
+def test_expired_consent_stops_counting_at_once_even_before_the_task_runs(lapsed):
+    assert not selectors.customers_consenting_to("marketing_email").filter(pk__in=[c.pk for c in lapsed]).exists()
+    assert selectors.customers_consenting_to("personalization").filter(pk__in=[c.pk for c in lapsed]).count() == 5
+
+
+def test_the_task_expires_due_grants_and_turns_the_opt_ins_off(lapsed):
+    assert tasks.expire_consents.delay(batch_size=2).get() == 5
+    for customer in lapsed:
+        state = state_of(customer, "marketing_email")
+        assert (state.status, state.valid_until, state.granted_at) == (S.EXPIRED, None, None)
+        record = state.last_record
+        assert (record.previous_status, record.trigger, record.source) == (S.GRANTED, "expiry", "system")
+        assert record.actor == "system:consent_expiry"
+        assert record.occurred_at < record.recorded_at  # when it lapsed, not when we noticed
+        assert CustomerPreferences.objects.get(customer=customer).email_opt_in is False
+        assert state_of(customer, "personalization").status == S.GRANTED  # not due
+
+
+def test_running_it_twice_changes_nothing_the_second_time(lapsed):
+    assert tasks.expire_consents() == 5
+    records, events = ConsentRecord.objects.count(), OutboxEvent.objects.count()
+    history = CustomerPreferences.history.count()
+    assert tasks.expire_consents() == 0
+    assert (ConsentRecord.objects.count(), OutboxEvent.objects.count()) == (records, events)
+    assert CustomerPreferences.history.count() == history
+
+
+def test_expiry_publishes_revoked_with_its_reason_and_the_preference_change(lapsed):
+    tasks.expire_consents()
+    customer = lapsed[0]
+    revoked = OutboxEvent.objects.get(subject=str(customer.pk), event_type="customer.consent.revoked.v1")
+    assert (revoked.data["status"], revoked.data["reason"]) == ("expired", "expiry")
+    prefs_event = OutboxEvent.objects.filter(
+        subject=str(customer.pk), event_type="customer.preferences.updated.v1"
+    ).latest("occurred_at")
+    assert prefs_event.data["changed_fields"] == ["email_opt_in"]
+
+
+def test_the_preference_change_has_a_history_row_naming_the_job(lapsed):
+    tasks.expire_consents()
+    latest = CustomerPreferences.history.filter(customer_id=lapsed[0].pk).latest("history_date")
+    assert latest.email_opt_in is False
+    assert latest.history_actor == "system:consent_expiry"
+    assert "consent expired" in latest.history_change_reason
+
+
+def test_the_cached_representation_is_dropped(api, lapsed, django_capture_on_commit_callbacks):
+    customer = lapsed[0]
+    assert api.get(f"/api/v1/customers/{customer.pk}").json()["preferences"]["communication"]["email"] is True
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.expire_consents()
+    assert api.get(f"/api/v1/customers/{customer.pk}").json()["preferences"]["communication"]["email"] is False
+
+
+def test_batches_cover_everything_due(lapsed):
+    assert services.consent_expire_due(actor=Actor.system("tests"), batch_size=2, max_batches=1) == 2
+    assert services.consent_expire_due(actor=Actor.system("tests"), batch_size=2) == 3
+    assert ConsentState.objects.filter(purpose__code="marketing_email", status=S.EXPIRED).count() == 5
+
+
+def test_re_consent_after_expiry(lapsed):
+    tasks.expire_consents()
+    customer = lapsed[0]
+    state = change(customer, "marketing_email", S.GRANTED)
+    assert state.last_record.previous_status == S.EXPIRED
+    assert CustomerPreferences.objects.get(customer=customer).email_opt_in is True
+
+
+def test_the_beat_schedule_runs_it():
+    from config.celery_app import app
+
+    entry = app.conf.beat_schedule["consent-expire-due"]
+    assert entry["task"] == "consent.tasks.expire_consents"
+    assert entry["schedule"] == timedelta(hours=1)
+    assert "consent.tasks.expire_consents" in app.tasks

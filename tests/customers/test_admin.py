@@ -1,0 +1,169 @@
+import pytest
+from django.contrib.auth.models import Group
+
+from customers.models import Customer, CustomerStatusChange, OutboxEvent
+from customers.roles import ADMINISTRATOR, COMPLIANCE, CUSTOMER_SERVICE, MARKETING
+from tests.factories import CustomerFactory
+
+pytestmark = pytest.mark.django_db
+CHANGELIST = "/admin/customers/customer/"
+
+
+@pytest.fixture
+def staff(django_user_model):
+    def make(group_name, username=None):
+        user = django_user_model.objects.create_user(
+            username or group_name.lower().replace(" ", "_"), password="x", is_staff=True
+        )
+        user.groups.add(Group.objects.get(name=group_name))
+        return user
+
+    return make
+
+
+@pytest.mark.parametrize("group", [CUSTOMER_SERVICE, COMPLIANCE, MARKETING, ADMINISTRATOR])
+def test_every_group_opens_the_customer_pages_and_searches(client, staff, group):
+    ann = CustomerFactory(email="ann.lee@example.com", first_name="Ann", last_name="Lee", phone="+14155552671")
+    CustomerFactory(email="bob@example.com", first_name="Bob", last_name="Brown")
+    client.force_login(staff(group))
+    for url in [CHANGELIST, f"{CHANGELIST}{ann.pk}/change/", f"{CHANGELIST}{ann.pk}/history/"]:
+        assert client.get(url).status_code == 200, url
+    for term in ["lee", "ANN", "415 555 2671", ann.customer_number]:
+        page = client.get(CHANGELIST, {"q": term})
+        assert page.status_code == 200
+        assert list(page.context["cl"].result_list) == [ann], term
+
+
+def test_group_permissions_are_exact():
+    def perms(name):
+        return set(Group.objects.get(name=name).permissions.values_list("codename", flat=True))
+
+    assert {"view_customer", "change_customer"} <= perms(CUSTOMER_SERVICE)
+    assert "add_customer" not in perms(CUSTOMER_SERVICE) and "delete_customer" not in perms(CUSTOMER_SERVICE)
+    assert "suspend_customer" not in perms(CUSTOMER_SERVICE)
+    assert "view_customer" in perms(COMPLIANCE) and "change_customer" not in perms(COMPLIANCE)
+    assert "view_customer" in perms(MARKETING) and "change_customer" not in perms(MARKETING)
+    assert {"view_customer", "change_customer", "add_customer", "suspend_customer"} <= perms(ADMINISTRATOR)
+
+
+def test_marketing_cannot_change_a_customer(client, staff):
+    customer = CustomerFactory(email="a@example.com", first_name="Ann")
+    client.force_login(staff(MARKETING))
+    page = client.get(f"{CHANGELIST}{customer.pk}/change/")
+    assert b'name="first_name"' not in page.content  # read-only view
+    response = client.post(f"{CHANGELIST}{customer.pk}/change/", {"first_name": "Hacked"})
+    assert response.status_code == 403
+    customer.refresh_from_db()
+    assert customer.first_name == "Ann"
+
+
+def _change_form_data(client, customer):
+    page = client.get(f"{CHANGELIST}{customer.pk}/change/")
+    form = page.context["adminform"].form
+    data = {}
+    for name, field in form.fields.items():
+        value = form.initial.get(name)
+        if hasattr(field, "fields") and value:  # split date/time widgets post two parts
+            data[f"{name}_0"], data[f"{name}_1"] = value.date().isoformat(), value.time().isoformat()
+        else:
+            data[name] = value if value is not None else ""
+    data["tags"] = ",".join(customer.tags)
+    data["metadata"] = "{}"
+    data["custom_attributes"] = "{}"
+    inline = page.context["inline_admin_formsets"][0].formset
+    data.update(
+        {
+            f"{inline.prefix}-TOTAL_FORMS": "1",
+            f"{inline.prefix}-INITIAL_FORMS": "1",
+            f"{inline.prefix}-MIN_NUM_FORMS": "1",
+            f"{inline.prefix}-MAX_NUM_FORMS": "1",
+            f"{inline.prefix}-0-customer": str(customer.pk),
+        }
+    )
+    prefs = customer.preferences
+    for name in ["language", "currency", "timezone", "theme"]:
+        data[f"{inline.prefix}-0-{name}"] = getattr(prefs, name)
+    data[f"{inline.prefix}-0-custom"] = "{}"
+    for name in ["notify_order_updates", "notify_system_alerts"]:
+        data[f"{inline.prefix}-0-{name}"] = "on"
+    for other in page.context["inline_admin_formsets"][1:]:
+        fs = other.formset
+        data.update(
+            {
+                f"{fs.prefix}-TOTAL_FORMS": "0",
+                f"{fs.prefix}-INITIAL_FORMS": "0",
+                f"{fs.prefix}-MIN_NUM_FORMS": "0",
+                f"{fs.prefix}-MAX_NUM_FORMS": "1000",
+            }
+        )
+    return {k: v for k, v in data.items() if v is not None and v is not False}
+
+
+def test_rep_edit_goes_through_the_service(client, staff):
+    customer = CustomerFactory(email="a@example.com", first_name="Ann")
+    rep = staff(CUSTOMER_SERVICE, "rep1")
+    client.force_login(rep)
+    data = _change_form_data(client, customer)
+    data.update({"first_name": "Anna", "phone": "+44 20 7946 0123", "preferences-0-theme": "dark"})
+    response = client.post(f"{CHANGELIST}{customer.pk}/change/", data)
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else ""
+    customer.refresh_from_db()
+    assert customer.first_name == "Anna" and customer.phone == "+442079460123" and customer.version == 3
+    assert customer.preferences.theme == "dark"
+    event = OutboxEvent.objects.get(event_type="customer.updated.v1")
+    assert event.metadata["actor"] == "staff:rep1"
+    last = Customer.history.filter(id=customer.pk).latest("history_date")
+    assert last.history_user == rep and last.history_actor == "staff:rep1"
+
+
+def test_rep_sees_service_validation_on_the_field(client, staff):
+    CustomerFactory(email="taken@example.com")
+    customer = CustomerFactory(email="a@example.com")
+    client.force_login(staff(CUSTOMER_SERVICE))
+    data = _change_form_data(client, customer)
+    data["email"] = "TAKEN@example.com"
+    response = client.post(f"{CHANGELIST}{customer.pk}/change/", data)
+    assert response.status_code == 200
+    assert "email" in response.context["adminform"].form.errors
+
+
+def test_suspend_action_needs_a_reason_and_admin_rights(client, staff):
+    customer = CustomerFactory(email="a@example.com")
+    rep = staff(CUSTOMER_SERVICE)
+    client.force_login(rep)
+    changelist = client.get(CHANGELIST)
+    action_form = changelist.context["action_form"]
+    assert action_form is None or "suspend_customers" not in dict(action_form.fields["action"].choices)
+    client.post(
+        CHANGELIST,
+        {
+            "action": "suspend_customers",
+            "_selected_action": [str(customer.pk)],
+            "apply": "1",
+            "reason": "rep tries anyway",
+        },
+    )
+    customer.refresh_from_db()
+    assert customer.status == "active"
+
+    client.force_login(staff(ADMINISTRATOR, "boss"))
+    action = {"action": "suspend_customers", "_selected_action": [str(customer.pk)]}
+    confirm = client.post(CHANGELIST, action)
+    assert confirm.status_code == 200 and b"reason" in confirm.content
+    client.post(CHANGELIST, {**action, "apply": "1", "reason": ""})
+    customer.refresh_from_db()
+    assert customer.status == "active"
+    client.post(CHANGELIST, {**action, "apply": "1", "reason": "chargeback fraud"})
+    customer.refresh_from_db()
+    assert customer.status == "suspended"
+    change = CustomerStatusChange.objects.get(customer=customer)
+    assert (change.reason, change.actor) == ("chargeback fraud", "staff:boss")
+    reactivate = {
+        "action": "reactivate_customers",
+        "_selected_action": [str(customer.pk)],
+        "apply": "1",
+        "reason": "cleared",
+    }
+    client.post(CHANGELIST, reactivate)
+    customer.refresh_from_db()
+    assert customer.status == "active"
