@@ -286,8 +286,12 @@ def customer_preferences_update(*, actor: Actor, customer_id: UUID, changes: dic
     stamp(prefs, actor, "updated: " + ", ".join(changed))
     prefs.save()
 
-    # The preferences are part of the customer's representation and version.
-    Customer.objects.filter(pk=customer.pk).update(version=customer.version + 1, updated_at=now)
+    # The preferences are part of the customer's representation and version; saving (not a queryset
+    # update) keeps the customer's history in step with its version.
+    customer.version += 1
+    customer.updated_at = now
+    stamp(customer, actor, "preferences updated: " + ", ".join(changed))
+    customer.save(update_fields=["version", "updated_at"])
     events.record(
         event_type=events.CUSTOMER_PREFERENCES_UPDATED,
         subject=customer.id,

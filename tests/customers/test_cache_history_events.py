@@ -111,9 +111,13 @@ class TestHistory:
         assert [(r.history_type, r.history_actor, r.history_user_id) for r in rows] == [
             ("+", "token:storefront", None),
             ("~", "token:storefront", None),
+            ("~", "token:storefront", None),
         ]
         assert rows[1].history_change_reason == "updated: first_name"
         assert rows[1].first_name == "Ann"
+        # A preferences change bumps the customer's version, and its history row says so.
+        assert rows[2].history_change_reason == "preferences updated: theme"
+        assert [r.version for r in rows] == [1, 2, 3]
         prefs = list(CustomerPreferences.history.filter(customer_id=customer_id).order_by("history_date"))
         assert [p.history_actor for p in prefs] == ["token:storefront", "token:storefront"]
         assert prefs[-1].theme == "dark"
