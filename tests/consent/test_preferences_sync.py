@@ -3,7 +3,6 @@
 import random
 
 import pytest
-from django.test import override_settings
 
 from consent import services
 from consent.models import ConsentRecord, ConsentState, ConsentStatus
@@ -120,15 +119,19 @@ def test_switching_an_opt_in_on_grants_on_the_wording_in_force(customer):
     assert state_of(customer, "marketing_sms").policy_version.version == "2026-02"
 
 
-@override_settings(
-    MIDDLEWARE=[
-        "django.middleware.security.SecurityMiddleware",
-        "customers.middleware.CorrelationIdMiddleware",
-        "consent.context.RequestOriginMiddleware",
-        "django.middleware.common.CommonMiddleware",
-    ]
-)
-def test_with_the_origin_middleware_a_preference_change_through_the_api_keeps_ip_and_user_agent(api_client, customer):
+def test_the_origin_middleware_is_installed_in_the_real_settings():
+    from django.conf import settings
+
+    middleware = list(settings.MIDDLEWARE)
+    assert "consent.context.RequestOriginMiddleware" in middleware
+    # After the correlation id (so its logs carry it), before anything that may answer early.
+    assert middleware.index("consent.context.RequestOriginMiddleware") > middleware.index(
+        "customers.middleware.CorrelationIdMiddleware"
+    )
+
+
+def test_a_preference_change_through_the_api_keeps_ip_and_user_agent(api_client, customer):
+    # No override_settings: the project's own MIDDLEWARE must carry the request origin to consent.
     client = api_client(customer=customer)
     response = client.patch(
         f"/api/v1/customers/{customer.pk}/preferences",
