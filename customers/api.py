@@ -348,11 +348,11 @@ class CustomerViewSet(
         actor = request.auth
         if actor.customer_id is not None and str(actor.customer_id) != str(pk).lower():
             selectors.customer_get(actor=actor, customer_id=pk)  # raises CUSTOMER_NOT_FOUND
-        body = cache.get_customer_representation(pk)
+        body, generation = cache.get_customer_representation(pk)
         if body is None:
             customer = selectors.customer_get(actor=actor, customer_id=pk, queryset=_customer_with_preferences())
             body = _representation_bytes(customer)
-            cache.put_customer_representation(customer.pk, body)
+            cache.put_customer_representation(customer.pk, body, generation)
         return HttpResponse(body, content_type="application/json")
 
     def create(self, request):

@@ -1,30 +1,92 @@
-"""The customer representation cache: `customer::{id}` in Redis, dropped on commit of every change."""
+"""The customer representation cache: `customer::{id}` in Redis, dropped on commit of every change.
+
+A plain delete-on-commit leaves a race: a reader that missed, read the old row, and stores it just
+after the writer's delete would serve the old representation for the whole TTL. So every entry
+carries the customer's cache *generation*, a random token under `customer-gen::{id}` that each
+invalidation replaces; an entry whose generation is not the current one is a miss. The reader takes
+the generation in the same round trip as the entry (MGET), before it reads the database.
+
+The generation outlives every entry stored against it (`GENERATION_TTL_FACTOR`), so a generation can
+never expire and come back while an entry made under it is still alive.
+"""
 
 from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from prometheus_client import Counter
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
 
 customer_cache_requests = Counter("customer_cache_requests", "Customer representation cache lookups", ["result"])
+customer_cache_invalidation_failures = Counter(
+    "customer_cache_invalidation_failures", "Customer cache invalidations Redis did not take (entries may be stale)"
+)
+
+GENERATION_TTL_FACTOR = 3
+_INVALIDATION_CHUNK = 1000
 
 
 def customer_key(customer_id: object) -> str:
     return f"customer::{customer_id}"
 
 
-def get_customer_representation(customer_id: object) -> bytes | None:
-    value = cache.get(customer_key(customer_id))
-    customer_cache_requests.labels(result="hit" if value is not None else "miss").inc()
-    return value
+def generation_key(customer_id: object) -> str:
+    return f"customer-gen::{customer_id}"
 
 
-def put_customer_representation(customer_id: object, body: bytes) -> None:
-    cache.set(customer_key(customer_id), body, timeout=settings.CUSTOMER_CACHE_TTL_SECONDS)
+def get_customer_representation(customer_id: object) -> tuple[bytes | None, int | None]:
+    """The cached body (or None on a miss) and the generation to store a freshly built body under."""
+    key, gen_key = customer_key(customer_id), generation_key(customer_id)
+    values = cache.get_many([key, gen_key])
+    generation = values.get(gen_key)
+    entry = values.get(key)
+    if isinstance(entry, tuple) and entry[0] == generation:
+        customer_cache_requests.labels(result="hit").inc()
+        return entry[1], generation
+    customer_cache_requests.labels(result="miss").inc()
+    return None, generation
+
+
+def put_customer_representation(customer_id: object, body: bytes, generation: int | None) -> None:
+    cache.set(customer_key(customer_id), (generation, body), timeout=settings.CUSTOMER_CACHE_TTL_SECONDS)
 
 
 def invalidate_customer_on_commit(customer_id: object) -> None:
     """Drop the entry once the change is committed, so the next read sees it (and a rollback keeps it)."""
-    key = customer_key(customer_id)
-    transaction.on_commit(lambda: cache.delete(key))
+    invalidate_customers_on_commit([customer_id])
+
+
+def invalidate_customers_on_commit(customer_ids: Iterable[object]) -> None:
+    ids = list(customer_ids)
+    if ids:
+        transaction.on_commit(lambda: invalidate_customers_now(ids))
+
+
+def invalidate_customers_now(customer_ids: list[object]) -> None:
+    """New generation and no entry for each customer, in one pipeline per chunk.
+
+    When Redis does not take it, the failure is logged and counted: an entry that survives the outage
+    can then be served for at most the TTL after Redis is back (the README says so).
+    """
+    generation_ttl = settings.CUSTOMER_CACHE_TTL_SECONDS * GENERATION_TTL_FACTOR
+    try:
+        client = cache.client.get_client(write=True)
+        for start in range(0, len(customer_ids), _INVALIDATION_CHUNK):
+            pipe = client.pipeline(transaction=False)
+            for customer_id in customer_ids[start : start + _INVALIDATION_CHUNK]:
+                # An integer is stored raw by django-redis, so cache.get_many reads it back as an int.
+                pipe.set(cache.make_key(generation_key(customer_id)), secrets.randbits(62), ex=generation_ttl)
+                pipe.delete(cache.make_key(customer_key(customer_id)))
+            pipe.execute()
+    except RedisError as error:
+        customer_cache_invalidation_failures.inc(len(customer_ids))
+        logger.warning(
+            "customer cache invalidation failed for %d customer(s): %s", len(customer_ids), type(error).__name__
+        )

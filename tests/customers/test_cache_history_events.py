@@ -66,6 +66,27 @@ class TestCache:
         assert callbacks == []
         assert cached(customer) is not None
 
+    def test_a_reader_that_read_the_old_row_cannot_store_it_over_a_change(self, api):
+        """Reader misses and reads the old row; a write commits and invalidates; the reader stores late."""
+        customer = CustomerFactory(email="a@example.com", first_name="Old")
+        stale_body, generation = customer_cache.get_customer_representation(customer.pk)
+        assert stale_body is None
+        stale_body = api.get(f"{URL}/{customer.pk}").content  # what the slow reader built from the old row
+        cache.delete(customer_cache.customer_key(customer.pk))
+        services.customer_update(actor=Actor.system("tests"), customer_id=customer.pk, changes={"first_name": "New"})
+        customer_cache.invalidate_customers_now([customer.pk])  # the write's on-commit invalidation
+        customer_cache.put_customer_representation(customer.pk, stale_body, generation)  # the late store
+        assert api.get(f"{URL}/{customer.pk}").json()["first_name"] == "New"
+
+    def test_an_invalidation_redis_refuses_is_counted_not_raised(self, monkeypatch, caplog):
+        from django.core.cache import caches
+
+        failures = customer_cache.customer_cache_invalidation_failures._value.get()
+        monkeypatch.setattr(customer_cache, "cache", caches["unreachable"])
+        customer_cache.invalidate_customers_now(["c1", "c2"])
+        assert customer_cache.customer_cache_invalidation_failures._value.get() == failures + 2
+        assert "customer cache invalidation failed for 2 customer(s)" in caplog.text
+
 
 class TestEvents:
     def test_created_event_has_the_envelope(self, api):
@@ -83,6 +104,23 @@ class TestEvents:
         before = OutboxEvent.objects.count()
         with pytest.raises(EmailAlreadyExists):
             services.customer_create(actor=actor, email="A@example.com")
+        assert OutboxEvent.objects.count() == before
+
+    def test_a_failure_after_the_event_was_recorded_rolls_both_back(self, monkeypatch):
+        customer = CustomerFactory(email="a@example.com", phone="")
+        before = OutboxEvent.objects.count()
+
+        def fail(**kwargs):
+            raise RuntimeError("duplicate detection crashed")
+
+        # The event is recorded before duplicate detection runs, in the same transaction.
+        monkeypatch.setattr(services, "duplicates_detect", fail)
+        with pytest.raises(RuntimeError):
+            services.customer_update(
+                actor=Actor.system("tests"), customer_id=customer.pk, changes={"phone": "+14155552671"}
+            )
+        customer.refresh_from_db()
+        assert customer.phone == "" and customer.version == 1
         assert OutboxEvent.objects.count() == before
 
     def test_event_rolls_back_with_an_outer_transaction(self):
