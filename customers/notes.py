@@ -56,6 +56,21 @@ def notes_visible_to(actor: Actor) -> QuerySet[CustomerNote]:
     return notes
 
 
+def note_history_visible_to(actor: Actor) -> QuerySet:
+    """Every history row of a note the actor may read: the same rule as `notes_visible_to`, per version.
+
+    Without the compliance permission, a version that was a compliance note is hidden, and so is every
+    version of a note that is a compliance note now (its older versions belong to it).
+    """
+    history = CustomerNote.history.all()
+    if actor.customer_id is not None:
+        return history.none()
+    if not may_see_compliance_notes(actor):
+        compliance_now = CustomerNote.objects.filter(kind=NoteKind.COMPLIANCE).values("id")
+        history = history.exclude(kind=NoteKind.COMPLIANCE).exclude(id__in=compliance_now)
+    return history
+
+
 def customer_notes(*, actor: Actor, customer_id: UUID | str) -> QuerySet[CustomerNote]:
     """One customer's notes the actor may read, pinned first, newest first."""
     return notes_visible_to(actor).filter(customer_id=customer_id).order_by("-is_pinned", "-created_at", "-id")

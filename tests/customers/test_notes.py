@@ -151,3 +151,45 @@ def test_api_customer_tokens_and_compliance_notes(api_client, staff):
     refused = service.post(_url(customer), {"text": "x", "kind": "compliance"}, format="json")
     assert refused.status_code == 403
     assert service.get(f"/api/v1/customers/{CustomerFactory().pk}/notes/999999").status_code == 404
+
+
+def test_note_history_screens_keep_compliance_notes_from_reps(client, staff):
+    """The history views read the history table: the compliance rule must hold there too (list and version)."""
+    customer = CustomerFactory()
+    compliance = staff(COMPLIANCE)
+    officer = Actor.for_staff(compliance)
+    secret = services.note_create(actor=officer, customer_id=customer.pk, text="Subpoena 77", kind="compliance")
+    services.note_update(actor=officer, customer_id=customer.pk, note_id=secret.pk, changes={"text": "Subpoena 78"})
+    # a note that was general once and is a compliance note now: its old versions are compliance material too
+    turned = services.note_create(actor=officer, customer_id=customer.pk, text="Court order draft")
+    services.note_update(actor=officer, customer_id=customer.pk, note_id=turned.pk, changes={"kind": "compliance"})
+    # a deleted compliance note: the history table still holds it
+    gone = services.note_create(actor=officer, customer_id=customer.pk, text="Old hold 5", kind="compliance")
+    services.note_delete(actor=officer, customer_id=customer.pk, note_id=gone.pk)
+    public = services.note_create(actor=officer, customer_id=customer.pk, text="Prefers phone")
+
+    def urls(note):
+        base = f"/admin/customers/customernote/{note.pk}/history/"
+        versions = CustomerNote.history.filter(id=note.pk).values_list("history_id", flat=True)
+        return [base, *(f"{base}{version}/" for version in versions)]
+
+    client.force_login(staff(CUSTOMER_SERVICE))
+    for note, words in ((secret, "Subpoena"), (turned, "Court order"), (gone, "Old hold")):
+        for url in urls(note):
+            response = client.get(url)
+            assert response.status_code == 404, url
+            assert words not in response.content.decode()
+    for url in urls(public):
+        assert client.get(url).status_code == 200
+    assert "Prefers phone" in client.get(urls(public)[1]).content.decode()
+    rep_page = client.get(f"/admin/customers/customer/{customer.pk}/change/").content.decode()
+    assert rep_page.count('class="history-entry"') > 0
+    visible_note_rows = notes.note_history_visible_to(Actor.for_staff(staff(CUSTOMER_SERVICE, "rep2")))
+    assert set(visible_note_rows.filter(customer_id=customer.pk).values_list("id", flat=True)) == {public.pk}
+
+    client.force_login(compliance)
+    for note in (secret, turned):
+        assert client.get(urls(note)[0]).status_code == 200
+    versions = "".join(client.get(url).content.decode() for url in urls(secret)[1:])
+    assert "Subpoena 77" in versions and "Subpoena 78" in versions
+    assert client.get(urls(gone)[0]).status_code == 200  # a deleted note's history, for those who may see it
