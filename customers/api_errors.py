@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -101,3 +102,35 @@ def problem_exception_handler(exc, context):
     return problem(
         status_code=500, code="INTERNAL_ERROR", title="Internal error", detail="Something went wrong on our side."
     )
+
+
+def _plain_problem(request, *, status_code: int, code: str, title: str, detail: str):
+    body = {
+        "type": PROBLEM_TYPE_BASE + code.lower().replace("_", "-"),
+        "title": title,
+        "status": status_code,
+        "detail": detail,
+        "code": code,
+    }
+    return JsonResponse(body, status=status_code, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def _is_api(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def page_not_found(request, exception):
+    """Django's 404 for paths no URL pattern takes (e.g. `/api/v1/customers/not-a-uuid`): problem+json under /api/."""
+    if _is_api(request):
+        return _plain_problem(
+            request, status_code=404, code="NOT_FOUND", title="Not found", detail="No such resource."
+        )
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    if _is_api(request):
+        return _plain_problem(
+            request, status_code=500, code="INTERNAL_ERROR", title="Internal error", detail="Something went wrong."
+        )
+    return defaults.server_error(request)

@@ -132,7 +132,13 @@ class TestReadAndList:
     def test_get_unknown_and_malformed_ids(self, api):
         response = api.get(f"{URL}/00000000-0000-0000-0000-000000000000")
         assert response.status_code == 404 and problem_code(response) == "CUSTOMER_NOT_FOUND"
-        assert api.get(f"{URL}/not-a-uuid").status_code == 404
+        for unmatched in [f"{URL}/not-a-uuid", "/api/v1/no-such-thing"]:
+            response = api.get(unmatched)
+            assert response.status_code == 404 and problem_code(response) == "NOT_FOUND", unmatched
+
+    def test_pages_outside_the_api_keep_djangos_404(self, client):
+        response = client.get("/no-such-page")
+        assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
 
     def test_list_is_cursor_paginated_with_page_size_capped(self, api):
         for n in range(25):
