@@ -118,7 +118,11 @@ def _move(request: DataSubjectRequest, *, actor: Actor, to: str, reason: str = "
 def privacy_request_file(
     *, actor: Actor, customer_id: UUID, kind: str, notes: str = ""
 ) -> tuple[DataSubjectRequest, bool]:
-    """File a request, or return the open one of the same kind. Returns (request, created)."""
+    """File a request, or return the open one of the same kind. Returns (request, created).
+
+    The whole use-case is one transaction: filing, the automatic first steps (restriction, objection,
+    moving an export to in_progress) and their events commit together; the export job is queued on commit.
+    """
     if kind not in RequestKind.values:
         raise ValidationFailed(f"Unknown request kind {kind!r}.", errors={"kind": [f"Unknown kind {kind!r}."]})
     customer = customer_selectors.customer_get(actor=actor, customer_id=customer_id)
@@ -138,9 +142,9 @@ def privacy_request_file(
                 data={"request_id": str(request.id), "kind": kind, "due_at": request.due_at.isoformat()},
                 actor=actor,
             )
+            _start_automatic_work(request, actor)
     except IntegrityError:  # filed twice at the same moment: the other one won
         return DataSubjectRequest.objects.get(customer=customer, kind=kind, status__in=OPEN_STATUSES), False
-    _start_automatic_work(request, actor)
     return request, True
 
 
@@ -337,9 +341,9 @@ def privacy_approve_erasure(*, actor: Actor, request_id) -> DataSubjectRequest:
             raise ValidationFailed("Only erasure requests can be approved for erasure.", code="NOT_AN_ERASURE")
         if request.status != RequestStatus.IN_PROGRESS:
             _move(request, actor=actor, to=RequestStatus.IN_PROGRESS)
-    from privacy import tasks
+        from privacy import tasks
 
-    transaction.on_commit(lambda: tasks.run_erasure.delay(str(request.id), actor.label))
+        transaction.on_commit(lambda: tasks.run_erasure.delay(str(request.id), actor.label))
     return request
 
 
