@@ -14,7 +14,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from consent import selectors, services
-from consent.context import client_ip, client_user_agent
+from consent.context import CUSTOMER_IP_HEADER, CUSTOMER_USER_AGENT_HEADER, request_origin_for
 from consent.models import ConsentPurpose, ConsentRecord, ConsentSource, ConsentStatus, ConsentTrigger
 from customers import selectors as customer_selectors
 from customers.actor import SCOPE_READ, SCOPE_WRITE
@@ -24,7 +24,28 @@ CUSTOMER_ID = OpenApiParameter("customer_id", OpenApiTypes.UUID, OpenApiParamete
 PURPOSE = OpenApiParameter(
     "purpose", OpenApiTypes.STR, OpenApiParameter.PATH, description="Purpose code, e.g. marketing_email"
 )
-IP_NOTE = " The client's IP address and user agent are taken from the request and recorded."
+IP_NOTE = (
+    " The customer's IP address and user agent are recorded: the request's own, or, for a service token "
+    f"acting on the customer's behalf (e.g. the storefront's server), the `{CUSTOMER_IP_HEADER}` and "
+    f"`{CUSTOMER_USER_AGENT_HEADER}` headers (ignored for a customer's own token)."
+)
+CUSTOMER_ORIGIN_HEADERS = [
+    OpenApiParameter(
+        CUSTOMER_IP_HEADER,
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        required=False,
+        description="Service tokens acting on the customer's behalf: the customer's IP address (IPv4 or IPv6), "
+        "recorded as the proof of consent. Ignored for a customer's own token.",
+    ),
+    OpenApiParameter(
+        CUSTOMER_USER_AGENT_HEADER,
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        required=False,
+        description="Service tokens acting on the customer's behalf: the customer's browser or app user agent.",
+    ),
+]
 
 # ---------------------------------------------------------------- representation
 
@@ -268,7 +289,7 @@ class _CustomerScoped:
         "pending, granted, denied; pending → granted, denied; granted → revoked (or expired, by the expiry "
         "job); denied, revoked, expired → granted. Asking for the current state changes nothing; granted on "
         "a newer policy version renews the grant. A marketing purpose's opt-in in the preferences follows." + IP_NOTE,
-        parameters=[CUSTOMER_ID, PURPOSE],
+        parameters=[CUSTOMER_ID, PURPOSE, *CUSTOMER_ORIGIN_HEADERS],
         request=ConsentChangeSerializer,
         responses={
             200: ConsentStateSerializer,
@@ -304,6 +325,7 @@ class CustomerConsentViewSet(_CustomerScoped, viewsets.GenericViewSet):
         payload = ConsentChangeSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
+        ip_address, user_agent = request_origin_for(request, request.auth)
         services.consent_change(
             actor=request.auth,
             customer_id=customer.pk,
@@ -312,8 +334,8 @@ class CustomerConsentViewSet(_CustomerScoped, viewsets.GenericViewSet):
             policy_version=data.get("policy_version") or None,
             source=data["source"],
             implicit=data["implicit"],
-            ip_address=client_ip(request),
-            user_agent=client_user_agent(request),
+            ip_address=ip_address,
+            user_agent=user_agent,
         )
         return Response(_state_payload(customer.pk, purpose))
 
@@ -323,7 +345,7 @@ class CustomerConsentViewSet(_CustomerScoped, viewsets.GenericViewSet):
         + " One call ends all direct marketing: every granted marketing purpose is revoked, every one "
         "not yet answered is recorded as denied, and the marketing opt-ins are switched off. Repeating it "
         "changes nothing." + IP_NOTE,
-        parameters=[CUSTOMER_ID],
+        parameters=[CUSTOMER_ID, *CUSTOMER_ORIGIN_HEADERS],
         request=ObjectionSerializer,
         responses={
             200: ObjectionResultSerializer,
@@ -339,12 +361,13 @@ class CustomerConsentViewSet(_CustomerScoped, viewsets.GenericViewSet):
         customer = self._customer()
         payload = ObjectionSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
+        ip_address, user_agent = request_origin_for(request, request.auth)
         records = services.consent_object_to_marketing(
             actor=request.auth,
             customer_id=customer.pk,
             source=payload.validated_data["source"],
-            ip_address=client_ip(request),
-            user_agent=client_user_agent(request),
+            ip_address=ip_address,
+            user_agent=user_agent,
         )
         return Response(
             {

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import django_filters
 from django.http import HttpResponse
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.filters import OrderingFilter
@@ -239,6 +240,28 @@ def _representation_bytes(customer: Customer) -> bytes:
     return JSONRenderer().render(CustomerSerializer(customer).data)
 
 
+# Documented here, read by consent's RequestOriginMiddleware: a service registering a customer or
+# saving their choices on their behalf names the customer's own origin for the consent records.
+CUSTOMER_ORIGIN_HEADERS = [
+    OpenApiParameter(
+        "X-Customer-IP",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        required=False,
+        description="Service tokens acting on the customer's behalf: the customer's IP address (IPv4 or IPv6), "
+        "recorded with any consent this call records (sign-up choices, marketing opt-ins). Ignored for a "
+        "customer's own token.",
+    ),
+    OpenApiParameter(
+        "X-Customer-User-Agent",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        required=False,
+        description="Service tokens acting on the customer's behalf: the customer's browser or app user agent.",
+    ),
+]
+
+
 def _customer_with_preferences():
     return Customer.objects.select_related("preferences")
 
@@ -255,6 +278,7 @@ def _customer_with_preferences():
     create=extend_schema(
         summary="Register a customer",
         description=scope_note(SCOPE_WRITE) + " Customer-limited tokens cannot create customers.",
+        parameters=CUSTOMER_ORIGIN_HEADERS,
         request=CustomerInputSerializer,
         responses={
             201: CustomerSerializer,
@@ -400,6 +424,7 @@ class CustomerViewSet(
         methods=["PUT", "PATCH"],
         summary="Change a customer's preferences",
         description=scope_note(SCOPE_WRITE),
+        parameters=CUSTOMER_ORIGIN_HEADERS,
         request=PreferencesInputSerializer,
         responses={
             200: PreferencesSerializer,

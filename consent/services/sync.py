@@ -8,7 +8,7 @@ from uuid import UUID
 from django.utils import timezone
 
 from consent import selectors
-from consent.context import current_request_origin
+from consent.context import current_origin_for
 from consent.models import (
     ConsentPurpose,
     ConsentRecord,
@@ -45,8 +45,13 @@ def on_customer_created(*, event, actor: Actor | None) -> None:
     customer = customer_selectors.customers_visible_to(SYSTEM_ACTOR).select_related("preferences").get(pk=customer_id)
     prefs = getattr(customer, "preferences", None)
     now = timezone.now()
+    # Registered through the API: the customer's IP and user agent (a service registering on the
+    # customer's behalf passes them in X-Customer-IP / X-Customer-User-Agent, see consent.context).
+    ip_address, user_agent = current_origin_for(actor)
     origin = Origin(
         source=source_for(actor, registration_source=customer.registration_source),
+        ip_address=ip_address,
+        user_agent=user_agent,
         reason="Choice recorded at registration by staff in the admin" if actor.kind == "staff" else "",
     )
     versions = selectors.current_policy_versions(at=now)
@@ -73,6 +78,8 @@ def on_customer_created(*, event, actor: Actor | None) -> None:
             valid_until=valid_until_for(purpose, now) if granted else None,
             source=origin.source,
             actor=actor.label,
+            ip_address=origin.ip_address,
+            user_agent=origin.user_agent,
             reason=origin.reason,
         )
         state = ConsentState(
@@ -135,10 +142,7 @@ def on_preferences_updated(*, event, actor: Actor | None) -> None:
 
 
 def _preference_origin(actor: Actor, *, field: str, wanted: bool) -> Origin:
-    ip_address, user_agent = (None, "")
-    request_origin = current_request_origin()
-    if actor.kind == "token" and request_origin is not None:
-        ip_address, user_agent = request_origin
+    ip_address, user_agent = current_origin_for(actor)
     reason = ""
     if actor.kind == "staff":
         reason = f"{field} switched {'on' if wanted else 'off'} by staff in the customer's preferences"
