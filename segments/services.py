@@ -254,7 +254,11 @@ def segment_update(*, actor: Actor, segment_id: UUID | str, changes: dict[str, A
 @transaction.atomic
 def segment_delete(*, actor: Actor, segment_id: UUID | str) -> None:
     """Delete a segment with its membership; current members get a removed event."""
-    _lock_segment_exclusive(selectors.segment_get(segment_id).pk)  # before the row: see _recalculate
+    target = selectors.segment_get(segment_id)
+    running = selectors.open_calculation(target.pk)
+    if running is not None and running.status == CalculationStatus.RUNNING:
+        raise SegmentCalculating(target.code)  # answer now rather than wait for the run to end
+    _lock_segment_exclusive(target.pk)  # before the row: see _recalculate
     segment = _locked_segment(segment_id)
     if segment.is_builtin:
         raise SegmentBuiltin("Built-in segments cannot be deleted; deactivate them instead.")
@@ -519,9 +523,13 @@ def _statement_timeout_ms() -> int:
 
 def _recalculate(job: SegmentCalculation, actor: Actor) -> SegmentCalculation:
     with transaction.atomic():
-        # The advisory lock before the row lock, as per-customer evaluation takes them (no deadlock).
+        # Only the advisory lock is held for the run (per-customer evaluations of this segment wait
+        # for it). The segment row is read, not locked: a second request must see the running job
+        # (committed by `_claim`) at once instead of queueing behind the run, and an edit of the
+        # name or description must not wait for it either. The rules cannot change meanwhile:
+        # `segment_update` refuses rule changes of a calculating segment.
         _lock_segment_exclusive(job.segment_id)
-        segment = _locked_segment(job.segment_id)
+        segment = selectors.segment_get(job.segment_id)
         with connection.cursor() as cursor:
             cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(_statement_timeout_ms())])
         calculation.tune_transaction()

@@ -237,6 +237,80 @@ def test_concurrent_requests_start_one_calculation():
     assert SegmentCalculation.objects.filter(segment=segment, status=CalculationStatus.QUEUED).count() == 1
 
 
+def _wait_for_a_blocked_backend(timeout: float = 10) -> None:
+    """Until another connection waits for a lock we hold (the run is then mid-statement)."""
+    deadline = timezone.now() + timedelta(seconds=timeout)
+    while timezone.now() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if cursor.fetchone()[0]:
+                return
+        threading.Event().wait(0.02)
+    raise AssertionError("the recalculation never reached the locked membership")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_while_a_calculation_runs_gets_the_running_job_at_once(admin_api):
+    """Two connections: the run is held mid-statement (a membership it must close is locked by the
+    test); meanwhile POST /calculate answers 202 with the running job and PATCH does not wait."""
+    stays = make_customer(metrics={"total_spent": Decimal("500")})
+    goes = make_customer(metrics={"total_spent": Decimal("500")})
+    segment = make_segment(SPENDERS)
+    recalculate(segment)
+    set_metrics(goes, total_spent=Decimal("0"))
+    earlier = SegmentCalculation.objects.filter(segment=segment).count()
+    running = services.segment_request_calculation(actor=SYSTEM, segment_id=segment.pk, run=False)
+    outcome, answers = {}, {}
+
+    def run():
+        try:
+            outcome["job"] = services.segment_calculation_run(job_id=running.pk, actor=SYSTEM)
+        finally:
+            connection.close()
+
+    def ask(name, call):
+        try:
+            answers[name] = call()
+        finally:
+            connection.close()
+
+    runner = threading.Thread(target=run)
+    with transaction.atomic():
+        held = SegmentMembership.objects.select_for_update().get(segment=segment, customer=goes, left_at=None)
+        runner.start()
+        _wait_for_a_blocked_backend()
+        assert SegmentCalculation.objects.get(pk=running.pk).status == CalculationStatus.RUNNING
+        url = f"/api/v1/segments/{segment.pk}"
+        requests = {
+            "calculate": lambda: admin_api.post(f"{url}/calculate"),
+            "patch": lambda: admin_api.patch(url, {"name": "Renamed"}, format="json"),
+            "delete": lambda: admin_api.delete(url),
+        }
+        askers = {name: threading.Thread(target=ask, args=(name, call)) for name, call in requests.items()}
+        for asker in askers.values():
+            asker.start()
+        for asker in askers.values():
+            asker.join(timeout=5)
+        blocked = [name for name, asker in askers.items() if asker.is_alive()]
+        assert held.left_at is None
+    # The lock is released here (also when an assertion above failed): every thread can end.
+    runner.join(timeout=30)
+    for asker in askers.values():
+        asker.join(timeout=30)
+    assert blocked == [], f"waited for the running calculation: {blocked}"
+    calculate = answers["calculate"]
+    assert calculate.status_code == 202, calculate.content
+    assert calculate.json()["job_id"] == str(running.pk) and calculate.json()["status"] == "running"
+    assert answers["patch"].status_code == 200, answers["patch"].content
+    assert answers["delete"].status_code == 409 and answers["delete"].json()["code"] == "SEGMENT_CALCULATING"
+    done = outcome["job"]
+    assert done.status == CalculationStatus.SUCCEEDED and (done.left, done.joined) == (1, 0)
+    assert SegmentCalculation.objects.filter(segment=segment).count() == earlier + 1  # no second job was queued
+    segment.refresh_from_db()
+    assert segment.name == "Renamed" and segment.status == SegmentStatus.ACTIVE
+    assert members(segment) == {stays.pk}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_per_customer_evaluation_waits_for_a_running_recalculation():
     customer = make_customer(metrics={"total_spent": Decimal("500")})
