@@ -180,6 +180,18 @@ class TestHealth:
         assert response.status_code == 503
         assert response.json()["failing"] == ["redis"]
 
+    def test_ready_names_postgresql_when_it_is_down(self, client, monkeypatch):
+        from django.db import connection
+
+        from customers import health
+
+        # A real connection to a port where no PostgreSQL listens (refused at once).
+        unreachable = connection.__class__({**connection.settings_dict, "PORT": "1"}, alias="unreachable")
+        monkeypatch.setattr(health, "connection", unreachable)
+        response = client.get("/health/ready")
+        assert response.status_code == 503
+        assert response.json()["failing"] == ["postgresql"] and response.json()["checks"]["redis"] is True
+
     def test_reads_still_work_when_redis_is_down(self, api, settings):
         customer = CustomerFactory(email="a@example.com")
         settings.CACHES = {**settings.CACHES, "default": settings.CACHES["unreachable"]}

@@ -104,6 +104,8 @@ class TestCreate:
             ({"preferences": {"timezone": "Mars/Olympus"}}, "timezone"),
             ({"preferences": {"communication": {"fax": True}}}, "preferences"),
             ({"metadata": {"blob": "x" * 20000}}, "metadata"),
+            ({"custom_attributes": {"blob": "x" * 20000}}, "custom_attributes"),
+            ({"custom_attributes": ["not", "an", "object"]}, "custom_attributes"),
             ({"customer_type": "business"}, "company_name"),
         ],
     )
