@@ -8,7 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.contrib.admin.views.main import ORDER_VAR
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import PermissionDenied
@@ -27,7 +27,7 @@ from customers import bulk_export, notes, selectors, services
 from customers.actor import Actor
 from customers.duplicates import open_duplicates_of
 from customers.errors import ApplicationError
-from customers.extensions import HistoryEntry, history_sources
+from customers.extensions import HistoryEntry, apply_preference_views, history_sources
 from customers.importing import CustomerResource
 from customers.merge import BOTH, MERGED, SURVIVOR, merge_undoable, mergeable_fields
 from customers.messaging import inbound
@@ -102,8 +102,19 @@ class CustomerAdminForm(forms.ModelForm):
             _add_service_errors(self, error)
 
 
+class PreferencesFormSet(forms.BaseInlineFormSet):
+    """Shows the opt-ins as consent has them (the form starts from them, so a change is measured against them)."""
+
+    def get_queryset(self):
+        if not hasattr(self, "_shown"):
+            self._shown = list(super().get_queryset())
+            apply_preference_views(self._shown)
+        return self._shown
+
+
 class PreferencesInline(admin.StackedInline):
     model = CustomerPreferences
+    formset = PreferencesFormSet
     can_delete = False
     max_num = 1
     min_num = 1
@@ -387,12 +398,33 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         if obj is not None and obj.status in (CustomerStatus.MERGED, CustomerStatus.ERASED):
             return False  # a merged or erased customer is read-only (undo a merge from the merge's page)
+        if obj is not None and self._notes_only(request):
+            return True  # the page's form is saved, but only its notes (see _notes_only)
         return super().has_change_permission(request, obj)
+
+    def _notes_only(self, request) -> bool:
+        """Staff who may write notes but not change the customer (Compliance): the customer page accepts a
+        POST for its notes inline alone; every other field and inline stays read-only and is never saved."""
+        user = request.user
+        may_write_notes = user.has_perm("customers.add_customernote") or user.has_perm("customers.change_customernote")
+        return may_write_notes and not user.has_perm("customers.change_customer")
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and self._notes_only(request):
+            return flatten_fieldsets(self.get_fieldsets(request, obj))
+        return super().get_readonly_fields(request, obj)
 
     def get_inline_instances(self, request, obj=None):
         instances = super().get_inline_instances(request, obj)
         if obj is None:
             instances = [inline for inline in instances if not isinstance(inline, NoteInline)]
+        elif self._notes_only(request):
+            for inline in instances:
+                if not isinstance(inline, NoteInline):  # view only, whatever the inline's own permissions
+                    inline.has_add_permission = inline.has_change_permission = inline.has_delete_permission = (
+                        lambda request, obj=None: False
+                    )
+                    inline.max_num = 0
         return instances
 
     def save_formset(self, request, form, formset, change):
@@ -720,6 +752,8 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
         return request.user.has_perm("customers.export_customer")
 
     def save_model(self, request, obj, form, change):
+        if change and self._notes_only(request):
+            return  # nothing of the customer itself may change
         actor = Actor.for_staff(request.user)
         values = getattr(form, "service_values", None)
         if not change:
@@ -729,6 +763,10 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
 
     def save_related(self, request, form, formsets, change):
         actor = Actor.for_staff(request.user)
+        if change and self._notes_only(request):
+            for formset in formsets:  # read-only here: nothing of them is saved
+                formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+            formsets = [formset for formset in formsets if formset.model is CustomerNote]
         for formset in formsets:
             if formset.model is not CustomerPreferences:
                 self.save_formset(request, form, formset, change=change)
@@ -958,6 +996,19 @@ class NoteAdminForm(NoteForm):
         widgets = {"text": forms.Textarea(attrs={"rows": 6, "cols": 90})}
 
 
+class NoteAddForm(NoteAdminForm):
+    """A new note from the notes list: for which customer, then as on the customer page."""
+
+    class Meta(NoteAdminForm.Meta):
+        fields = ("customer", "kind", "text", "is_pinned")
+
+    def clean_customer(self):
+        customer = self.cleaned_data["customer"]
+        if customer.status in (CustomerStatus.MERGED, CustomerStatus.ERASED):
+            raise forms.ValidationError(f"A {customer.status} customer's notes cannot change.")
+        return customer
+
+
 @admin.register(CustomerNote)
 class CustomerNoteAdmin(SimpleHistoryAdmin):
     """Every note staff may see: full-text search on the text, filters by kind, author and date."""
@@ -1011,7 +1062,17 @@ class CustomerNoteAdmin(SimpleHistoryAdmin):
         query = SearchQuery(term, config="english", search_type="websearch")
         return queryset.filter(search=query), False
 
+    raw_id_fields = ("customer",)  # a million customers: no select box
+
+    def get_fields(self, request, obj=None):
+        return NoteAddForm.Meta.fields if obj is None else self.fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.readonly_fields
+
     def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = NoteAddForm
         form = super().get_form(request, obj, **kwargs)
         if "kind" in form.base_fields:
             form.base_fields["kind"].choices = _kind_choices(request.user)
@@ -1026,15 +1087,21 @@ class CustomerNoteAdmin(SimpleHistoryAdmin):
     def excerpt(self, note: CustomerNote) -> str:
         return note.text if len(note.text) <= 120 else note.text[:119] + "…"
 
-    def has_add_permission(self, request) -> bool:
-        return False  # notes are written on the customer page
-
     def get_actions(self, request):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # each deletion goes through the service
         return actions
 
     def save_model(self, request, obj, form, change):
+        if not change:
+            values = {name: form.cleaned_data[name] for name in ("kind", "text", "is_pinned")}
+            created = services.note_create(
+                actor=Actor.for_staff(request.user), customer_id=form.cleaned_data["customer"].pk, **values
+            )
+            for model_field in created._meta.concrete_fields:  # the admin goes on with `obj` (log, redirect)
+                setattr(obj, model_field.attname, getattr(created, model_field.attname))
+            obj._state.adding = False
+            return
         changes = {name: form.cleaned_data[name] for name in form.changed_data if name in ("kind", "text", "is_pinned")}
         if changes:
             form.instance = services.note_update(
