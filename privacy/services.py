@@ -333,6 +333,27 @@ def erase_customers(
     return counts
 
 
+@transaction.atomic
+def privacy_erasure_requested(
+    *, actor: Actor, customer_id, source_event_id: str = "", reason: str = ""
+) -> DataSubjectRequest:
+    """Another system asked for the customer's erasure (customer.erasure_requested.v1): file the request.
+
+    Idempotent: the open erasure request is returned when there is one. Like every erasure it waits for
+    a compliance officer's approval; when a hold check (open orders) says the data must be kept, it is put
+    on hold at once with that reason so the queue shows why it waits (approval re-checks the holds).
+    """
+    notes = f"Filed automatically: {reason or 'erasure requested'} (event {source_event_id})."
+    request, created = privacy_request_file(
+        actor=actor, customer_id=customer_id, kind=RequestKind.ERASURE, notes=notes
+    )
+    if created:
+        hold = erasure_hold_reason(customer_id)
+        if hold:
+            _move(request, actor=actor, to=RequestStatus.ON_HOLD, reason=hold)
+    return request
+
+
 def privacy_approve_erasure(*, actor: Actor, request_id) -> DataSubjectRequest:
     """A compliance officer approves: the erasure job is queued."""
     with transaction.atomic():
