@@ -299,7 +299,8 @@ class SegmentAdmin(ReinforcedGuardedModelAdminMixin, SimpleHistoryAdmin):
                 self.message_user(
                     request,
                     f"{len(result.changed)} added, {len(result.unchanged)} already members, "
-                    f"{len(result.not_found)} not found, {len(result.not_consenting)} without the required consent.",
+                    f"{len(result.not_found)} not found, {len(result.not_consenting)} without the required consent"
+                    + (f", {len(result.removed)} removed (not in the file)." if form.cleaned_data["replace"] else "."),
                     messages.SUCCESS,
                 )
                 if result.not_found:

@@ -210,10 +210,15 @@ def open_memberships(*, segment, customer_ids: list, source: str, now: datetime,
         return [row[0] for row in cursor.fetchall()]
 
 
-def close_memberships(*, segment, customer_ids: list | None, reason: str, now: datetime, actor) -> list:
-    """Close the open memberships of the customers (all members when `customer_ids` is None)."""
+def close_memberships(
+    *, segment, customer_ids: list | None, reason: str, now: datetime, actor, keeping: list | None = None
+) -> list:
+    """Close the open memberships of the customers (all members when `customer_ids` is None), except
+    those of the customers in `keeping` (a replacing import: one statement however many leave)."""
     removed_sql, removed_params = _removed_events("closed", segment=segment, reason=reason, now=now, actor=actor)
     who = "" if customer_ids is None else "AND m.customer_id = ANY(%s::uuid[])"
+    if keeping is not None:
+        who += " AND NOT (m.customer_id = ANY(%s::uuid[]))"
     sql = f"""
     WITH closed AS (
         UPDATE segments_segmentmembership AS m SET left_at = %s
@@ -228,6 +233,8 @@ def close_memberships(*, segment, customer_ids: list | None, reason: str, now: d
         if not customer_ids:
             return []
         params.append([str(item) for item in customer_ids])
+    if keeping is not None:
+        params.append([str(item) for item in keeping])
     params += removed_params
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -284,6 +284,7 @@ def segment_delete(*, actor: Actor, segment_id: UUID | str) -> None:
 class MembershipChange:
     changed: list = field(default_factory=list)  # customer ids added / removed
     unchanged: list = field(default_factory=list)  # already members / not members
+    removed: list = field(default_factory=list)  # a replacing import: members the file did not name
     not_found: list = field(default_factory=list)
     not_consenting: list = field(default_factory=list)
 
@@ -297,15 +298,18 @@ class MembershipChange:
 
 
 def _unique_ids(customer_ids) -> tuple[list[UUID], list]:
-    valid, invalid = [], []
+    """The distinct valid ids in the order given (a dict: linear, not a list scanned per id), and the
+    values that are no UUID."""
+    valid: dict[UUID, None] = {}
+    invalid = []
     for raw in customer_ids:
         try:
             value = raw if isinstance(raw, UUID) else UUID(str(raw))
         except (ValueError, TypeError, AttributeError):
             invalid.append(raw)
             continue
-        if value not in valid:
-            valid.append(value)
+        valid[value] = None
+    valid = list(valid)
     if len(valid) > MAX_BULK_MEMBERS:
         raise ValidationFailed(
             f"At most {MAX_BULK_MEMBERS} customers at once.",
@@ -453,15 +457,22 @@ def segment_members_import(
     )
     result.not_found += missing + unreadable
     if replace:
-        named = set(result.changed) | set(result.unchanged)
-        extra = list(
-            selectors.current_memberships()
-            .filter(segment=segment)
-            .exclude(customer_id__in=named)
-            .values_list("customer_id", flat=True)
-        )
-        if extra:
-            segment_members_remove(actor=actor, segment_id=segment.pk, customer_ids=extra)
+        # One statement closes every membership the file does not name (with a removed event each),
+        # however many there are: the members are never loaded into Python.
+        try:
+            result.removed = calculation.close_memberships(
+                segment=segment,
+                customer_ids=None,
+                keeping=[*result.changed, *result.unchanged],
+                reason=segment_events.LEFT_MANUAL,
+                now=timezone.now(),
+                actor=actor,
+            )
+        except DatabaseError as error:
+            logger.exception("replacing the members of segment %s failed", segment.code)
+            raise SegmentUpdateFailed(f"Members of segment {segment.code} could not be replaced.") from error
+        if result.removed:
+            _refresh_member_count(segment)
     return result
 
 
