@@ -50,6 +50,10 @@ ORDER_STATUS = {
 _ORDER_VERB = {"open": "placed", "completed": "completed", "cancelled": "cancelled", "refunded": "refunded"}
 _STATUS_RANK = {"open": 0, "completed": 1, "cancelled": 2, "refunded": 3}
 
+# An event about a customer we do not have yet (its registration has not arrived): parked under this
+# reason and applied again, automatically, in the batch that creates or links the customer.
+WAITING_FOR_CUSTOMER = "WAITING_FOR_CUSTOMER"
+
 
 @dataclass
 class Rejection:
@@ -66,6 +70,8 @@ class Batch:
     loyalty: dict[UUID, int] = field(default_factory=lambda: defaultdict(int))
     activities: list[tuple] = field(default_factory=list)  # rows of customers_customeractivity
     rejected: list[Rejection] = field(default_factory=list)
+    known: dict[str, UUID] = field(default_factory=dict)  # customer references resolved so far
+    arrived: set[str] = field(default_factory=set)  # user ids whose customer this batch created or linked
 
     def activity(self, message, customer_id: UUID, type_: str, summary: str, data: dict) -> None:
         self.activities.append(
@@ -135,13 +141,45 @@ def resolve_customers(references: set[str]) -> dict[str, UUID]:
     return found
 
 
+def reference_key(reference: str) -> str:
+    """The form of a customer reference (our id or an external id) that locks and waiting letters use."""
+    try:
+        return str(UUID(reference))
+    except ValueError:
+        return reference
+
+
+def lock_references(references: set[str]) -> None:
+    """Serialize, per customer reference, "park it: no such customer" against "create or link it".
+
+    Whoever holds a reference's lock either sees the customer (created and committed before) or
+    parks its event as waiting before the creator can look for waiting events: an event never waits
+    for a customer that already exists. Transaction-scoped; taken in one statement in a global
+    order, so two batches never deadlock on them.
+    """
+    if not references:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(%s, h)) FROM ("
+            " SELECT DISTINCT hashtext(k) AS h FROM unnest(%s::text[]) AS k ORDER BY 1) AS keys",
+            [_REFERENCE_LOCK_SPACE, sorted({reference_key(r) for r in references})],
+        )
+
+
+_REFERENCE_LOCK_SPACE = 7007  # first key of the two-key advisory locks on customer references
+
+
 def _resolved(batch: Batch, messages: list) -> list[tuple[object, UUID]]:
-    mapping = resolve_customers({m.data["customer_id"] for m in messages})
+    unknown = {m.data["customer_id"] for m in messages} - set(batch.known)
+    if unknown:
+        batch.known.update(resolve_customers(unknown))
+    mapping = batch.known
     result = []
     for message in messages:
         customer_id = mapping.get(message.data["customer_id"])
         if customer_id is None:
-            batch.reject(message, "CUSTOMER_NOT_FOUND", "no customer with this id or external id")
+            batch.reject(message, WAITING_FOR_CUSTOMER, "no customer with this id or external id yet")
         else:
             result.append((message, customer_id))
     return result
@@ -254,6 +292,7 @@ def apply_identity_registered(batch: Batch, messages: list) -> None:
                     continue  # already created or linked
                 existing = Customer.objects.filter(email__iexact=data["email"].strip()).first()
                 if existing is None:
+                    batch.arrived.add(user_id)
                     services.customer_create(
                         actor=INBOUND_ACTOR,
                         email=data["email"],
@@ -265,10 +304,12 @@ def apply_identity_registered(batch: Batch, messages: list) -> None:
                 elif existing.external_id:
                     batch.reject(message, "EXTERNAL_ID_CONFLICT", "the customer with this email has another user id")
                 else:
+                    batch.arrived.add(user_id)
                     services.customer_update(
                         actor=INBOUND_ACTOR, customer_id=existing.pk, changes={"external_id": user_id}
                     )
         except ApplicationError as error:
+            batch.arrived.discard(user_id)
             batch.reject(message, error.code, f"{error.code} from the customer service rules")
 
 
@@ -277,7 +318,9 @@ def apply_identity_deleted(batch: Batch, messages: list) -> None:
     for message in sorted(messages, key=lambda m: m.occurred_at):
         customer = Customer.objects.filter(external_id=message.data["user_id"]).first()
         if customer is None:
-            logger.info("identity user deleted without a customer: event %s, nothing to do", message.event_id)
+            # A tombstone: the deletion overtook the registration. It waits (parked), and the batch
+            # that registers the user applies it right after: deactivated, erasure requested.
+            batch.reject(message, WAITING_FOR_CUSTOMER, "no customer with this user id yet")
             continue
         try:
             with transaction.atomic():

@@ -7,8 +7,18 @@ letter). Inside one transaction it
    there are duplicates and change nothing;
 2. applies the new ones by family (identity registrations first, so an order for a customer
    registered in the same batch finds it; deletions last), set-based (see `effects`);
-3. parks what could not be applied (unknown customer, a rule of ours refused it) in the dead-letter
-   table, and takes those out of the inbox again so a replay can apply them later.
+3. parks what could not be applied (a rule of ours refused it) in the dead-letter table, and takes
+   those out of the inbox again so a replay can apply them later.
+
+Events that overtake their customer (an order, a case, points, or the identity deletion itself
+before `identity.user.registered.v1`) are parked as `WAITING_FOR_CUSTOMER`. The batch that creates
+or links that customer takes them back (`_revive_waiting`): into the inbox, through the same
+families, in the same transaction, and marks their dead letters replayed. So a deletion that came
+first leaves the registered customer deactivated with its `customer.erasure_requested.v1`, and the
+metrics come out as if the events had arrived in order. Advisory locks per customer reference
+(`effects.lock_references`) make "park as waiting" and "create, then take the waiting ones"
+exclude each other, so no event waits for a customer that exists. A customer that appears another
+way (e.g. staff set its external id) gets its waiting events through the admin's replay.
 
 A message that is malformed (not JSON, envelope or payload not matching its schema) or of a type
 we do not handle never reaches the database effects: it is parked with a reason code and an error
@@ -52,6 +62,9 @@ FAMILIES = {
     "identity_deleted": (effects.apply_identity_deleted, ("identity.user.deleted.v1",)),
 }
 HANDLED_TYPES = tuple(event_type for _, types in FAMILIES.values() for event_type in types)
+IDENTITY_TYPES = ("identity.user.registered.v1", "identity.user.deleted.v1")
+WAITING_FOR_CUSTOMER = effects.WAITING_FOR_CUSTOMER
+ARRIVAL_ACTOR_LABEL = "inbound-events: customer arrived"
 
 
 @dataclass
@@ -74,9 +87,15 @@ class Outcome:
     applied: int = 0
     duplicates: int = 0
     parked: int = 0
+    revived: int = 0  # parked messages that waited for their customer, applied in this batch
 
     def __add__(self, other: Outcome) -> Outcome:
-        return Outcome(self.applied + other.applied, self.duplicates + other.duplicates, self.parked + other.parked)
+        return Outcome(
+            self.applied + other.applied,
+            self.duplicates + other.duplicates,
+            self.parked + other.parked,
+            self.revived + other.revived,
+        )
 
 
 def _safe_type(value: object) -> str:
@@ -187,28 +206,99 @@ def _apply(messages: Sequence[Message]) -> Outcome:
     outcome.duplicates = len(messages) - len(to_park) - len(fresh)
 
     batch = effects.Batch()
-    for apply, types in FAMILIES.values():
-        family = [message for message in fresh if message.event_type in types]
+    _lock_unknown_references(batch, fresh)
+    revived: list[tuple[int, Message]] = []  # (dead letter id, message) applied now their customer exists
+    pending = list(fresh)
+    for name, (apply, types) in FAMILIES.items():
+        family = [message for message in pending if message.event_type in types]
         if family:
             apply(batch, family)
+        if name == "identity_registered" and batch.arrived:
+            revived = _revive_waiting(batch.arrived)
+            pending += [message for _, message in revived]
     batch.finish()
 
     if batch.rejected:
         rejected_ids = [rejection.message.event_id for rejection in batch.rejected]
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM customers_inboxmessage WHERE event_id = ANY(%s::uuid[])", [rejected_ids])
-        to_park += [(r.message, r.reason, r.error) for r in batch.rejected]
-    if to_park:
-        _park(to_park)
-    outcome.parked = len(to_park)
-    outcome.applied = len(fresh) - len(batch.rejected)
     rejected = {id(r.message) for r in batch.rejected}
-    for message in fresh:
+    own_rejections = [r for r in batch.rejected if not any(r.message is m for _, m in revived)]
+    to_park += [(r.message, r.reason, r.error) for r in batch.rejected]
+    if to_park:
+        _park(to_park)  # a revived message refused again stays parked (seen again, with the new reason)
+    resolved = [pk for pk, message in revived if id(message) not in rejected]
+    if resolved:
+        DeadLetter.objects.filter(pk__in=resolved, status=DeadLetterStatus.PARKED).update(
+            status=DeadLetterStatus.REPLAYED, resolved_at=timezone.now(), resolved_by=ARRIVAL_ACTOR_LABEL
+        )
+    outcome.parked = len(to_park) - (len(batch.rejected) - len(own_rejections))
+    outcome.applied = len(fresh) - len(own_rejections)
+    outcome.revived = len(resolved)
+    for message in pending:
         if id(message) not in rejected:
             inbound_total.labels(event_type=message.event_type, outcome="applied").inc()
     if outcome.duplicates:
         inbound_total.labels(event_type="*", outcome="duplicate").inc(outcome.duplicates)
     return outcome
+
+
+def _lock_unknown_references(batch: effects.Batch, messages: list[Message]) -> None:
+    """Lock the references this batch may park as waiting or create (see `effects.lock_references`).
+
+    Resolves the customer references of the batch once (the families reuse the result); only
+    identity events and references without a customer take a lock, so a batch of orders for known
+    customers takes none.
+    """
+    references = {m.data["customer_id"] for m in messages if m.event_type not in IDENTITY_TYPES}
+    if references:
+        batch.known.update(effects.resolve_customers(references))
+    to_lock = (references - set(batch.known)) | {m.data["user_id"] for m in messages if m.event_type in IDENTITY_TYPES}
+    effects.lock_references(to_lock)
+
+
+# The customer reference a waiting dead letter names; only evaluated for waiting letters, whose
+# bodies are valid envelopes (other dead letters may hold anything).
+_WAITING_FOR = """
+SELECT id, body, routing_key FROM customers_deadletter
+WHERE status = 'parked' AND reason = %(reason)s
+  AND CASE WHEN reason = %(reason)s THEN
+        CASE WHEN event_type = 'identity.user.deleted.v1' THEN body::jsonb -> 'data' ->> 'user_id'
+             ELSE body::jsonb -> 'data' ->> 'customer_id' END
+      END = ANY(%(references)s::text[])
+ORDER BY received_at, id
+FOR UPDATE
+"""
+
+
+def _revive_waiting(user_ids: set[str]) -> list[tuple[int, Message]]:
+    """The parked messages that waited for these users' customers, back in the inbox to be applied.
+
+    The caller holds the references' locks, so a message parked concurrently is either visible here
+    or was parked after its sender saw the customer (it then was applied, not parked).
+    """
+    references = sorted(user_ids | {effects.reference_key(user_id) for user_id in user_ids})
+    with connection.cursor() as cursor:
+        cursor.execute(_WAITING_FOR, {"reason": WAITING_FOR_CUSTOMER, "references": references})
+        letters = cursor.fetchall()
+    messages = [(pk, parse(body, routing_key)) for pk, body, routing_key in letters]
+    messages = [(pk, message) for pk, message in messages if not message.problem]
+    if not messages:
+        return []
+    first: dict[UUID, int] = {}  # one message per event id (a letter may have been parked twice)
+    for pk, message in messages:
+        first.setdefault(message.event_id, pk)
+    unique = [(pk, message) for pk, message in messages if first[message.event_id] == pk]
+    fresh_ids = _insert_inbox([message for _, message in unique])
+    revived = [(pk, message) for pk, message in unique if message.event_id in fresh_ids]
+    done = {pk for pk, _ in revived}
+    already = [pk for pk, _ in messages if pk not in done]
+    if already:  # applied meanwhile (a staff replay), or the same event twice: nothing left to wait for
+        DeadLetter.objects.filter(pk__in=already).update(
+            status=DeadLetterStatus.REPLAYED, resolved_at=timezone.now(), resolved_by=ARRIVAL_ACTOR_LABEL
+        )
+    logger.info("inbound: %d waiting messages applied now their customer exists", len(revived))
+    return revived
 
 
 def _park(entries: list[tuple[Message, str, str]]) -> None:

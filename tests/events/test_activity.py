@@ -184,7 +184,7 @@ def test_the_dead_letter_admin_replays(client, customer):
     Customer.objects.filter(pk=customer.pk).update(external_id=str(ghost))
     admin = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw")
     client.force_login(admin)
-    assert "CUSTOMER_NOT_FOUND" in client.get("/admin/customers/deadletter/").content.decode()
+    assert "WAITING_FOR_CUSTOMER" in client.get("/admin/customers/deadletter/").content.decode()
     from customers.models import DeadLetter
 
     dead = DeadLetter.objects.get()

@@ -295,9 +295,10 @@ class TestIdentity:
         assert request.data["has_open_orders"] is True and request.data["requested_by"] == "identity"
         assert CustomerActivity.objects.filter(customer=customer, type="erasure_requested").exists()
 
-    def test_deleting_an_unknown_user_changes_nothing(self):
-        assert apply(self.deleted("nobody")).applied == 1
+    def test_deleting_an_unknown_user_waits_for_the_registration(self):
+        assert apply(self.deleted("nobody")).parked == 1
         assert not OutboxEvent.objects.filter(event_type="customer.erasure_requested.v1").exists()
+        assert DeadLetter.objects.get().reason == "WAITING_FOR_CUSTOMER"  # see tests/events/test_waiting.py
 
 
 class TestPoisonMessages:
@@ -347,7 +348,7 @@ class TestPoisonMessages:
         body = order("created", customer_id)
         assert apply(body).parked == 1
         dead = DeadLetter.objects.get()
-        assert (dead.reason, dead.status) == ("CUSTOMER_NOT_FOUND", DeadLetterStatus.PARKED)
+        assert (dead.reason, dead.status) == ("WAITING_FOR_CUSTOMER", DeadLetterStatus.PARKED)
         assert inbound.replay_dead_letter(dead, actor_label="staff:ops") == DeadLetterStatus.PARKED
         customer = CustomerFactory(email="late@example.com")
         Customer.objects.filter(pk=customer.pk).update(external_id=str(customer_id))
