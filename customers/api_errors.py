@@ -41,7 +41,7 @@ _DRF_CODES = {
 }
 
 
-def problem(*, status_code: int, code: str, title: str, detail: str, errors: dict | None = None) -> Response:
+def _problem_body(*, status_code: int, code: str, title: str, detail: str, errors: dict | None = None) -> dict:
     body = {
         "type": PROBLEM_TYPE_BASE + code.lower().replace("_", "-"),
         "title": title,
@@ -51,6 +51,11 @@ def problem(*, status_code: int, code: str, title: str, detail: str, errors: dic
     }
     if errors:
         body["errors"] = errors
+    return body
+
+
+def problem(*, status_code: int, code: str, title: str, detail: str, errors: dict | None = None) -> Response:
+    body = _problem_body(status_code=status_code, code=code, title=title, detail=detail, errors=errors)
     return Response(body, status=status_code, content_type=PROBLEM_CONTENT_TYPE)
 
 
@@ -104,14 +109,9 @@ def problem_exception_handler(exc, context):
     )
 
 
-def _plain_problem(request, *, status_code: int, code: str, title: str, detail: str):
-    body = {
-        "type": PROBLEM_TYPE_BASE + code.lower().replace("_", "-"),
-        "title": title,
-        "status": status_code,
-        "detail": detail,
-        "code": code,
-    }
+def _plain_problem(request, *, status_code: int, code: str, title: str, detail: str) -> JsonResponse:
+    """For Django's own error handlers, which run outside DRF (no Response rendering there)."""
+    body = _problem_body(status_code=status_code, code=code, title=title, detail=detail)
     return JsonResponse(body, status=status_code, content_type=PROBLEM_CONTENT_TYPE)
 
 
