@@ -112,8 +112,31 @@ class PreferencesFormSet(forms.BaseInlineFormSet):
         return self._shown
 
 
+class PreferencesForm(forms.ModelForm):
+    """Checked by the service's own rules (language, currency, time zone, custom): errors show on the fields
+    and nothing is saved, instead of the service refusing the save later (an HTTP 500)."""
+
+    class Meta:
+        model = CustomerPreferences
+        fields = services.PREFERENCE_FIELDS
+
+    def _post_clean(self):
+        super()._post_clean()
+        self.service_values = {}
+        if self.errors:
+            return
+        changed = {name: self.cleaned_data[name] for name in self.changed_data if name in services.PREFERENCE_FIELDS}
+        if not changed:
+            return
+        try:
+            self.service_values = services.customer_preferences_validate(changed)
+        except ApplicationError as error:
+            _add_service_errors(self, error)
+
+
 class PreferencesInline(admin.StackedInline):
     model = CustomerPreferences
+    form = PreferencesForm
     formset = PreferencesFormSet
     can_delete = False
     max_num = 1
@@ -773,7 +796,9 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
                 continue
             formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
             for inline_form in formset.forms:
-                changed = {
+                if not inline_form.has_changed():  # also False for a view-only inline (no data posted)
+                    continue
+                changed = getattr(inline_form, "service_values", None) or {
                     name: inline_form.cleaned_data[name]
                     for name in inline_form.changed_data
                     if name in services.PREFERENCE_FIELDS

@@ -156,6 +156,11 @@ def customer_validate_profile(values: dict[str, Any], *, customer_id: UUID | Non
     return cleaned
 
 
+def customer_preferences_validate(values: dict[str, Any]) -> dict[str, Any]:
+    """The checks customer_preferences_update applies, without writing: for forms that show errors per field."""
+    return _clean_preferences(values)
+
+
 def _created_payload(customer: Customer) -> dict:
     return {
         "customer_id": str(customer.id),

@@ -167,3 +167,34 @@ def test_suspend_action_needs_a_reason_and_admin_rights(client, staff):
     client.post(CHANGELIST, reactivate)
     customer.refresh_from_db()
     assert customer.status == "active"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("currency", "ZZZ"), ("language", "not a language!"), ("timezone", "Mars/Olympus_Mons")],
+)
+def test_bad_preferences_show_on_the_inline_and_nothing_is_saved(client, staff, field, value):
+    customer = CustomerFactory(email="a@example.com", first_name="Ann")
+    client.force_login(staff(CUSTOMER_SERVICE))
+    data = _change_form_data(client, customer)
+    data.update({"first_name": "Anna", f"preferences-0-{field}": value})
+    response = client.post(f"{CHANGELIST}{customer.pk}/change/", data)
+    assert response.status_code == 200  # the form again, not a 500
+    preferences_formset = response.context["inline_admin_formsets"][0].formset
+    assert field in preferences_formset.forms[0].errors
+    customer.refresh_from_db()
+    assert customer.first_name == "Ann" and customer.version == 1
+    assert not OutboxEvent.objects.filter(subject=str(customer.pk), event_type="customer.updated.v1").exists()
+    defaults = {"currency": "USD", "language": "en", "timezone": "UTC"}
+    assert getattr(customer.preferences, field) == defaults[field]
+
+
+def test_good_preferences_are_normalized_by_the_service(client, staff):
+    customer = CustomerFactory(email="a@example.com", first_name="Ann")
+    client.force_login(staff(CUSTOMER_SERVICE))
+    data = _change_form_data(client, customer)
+    data.update({"preferences-0-currency": "eur", "preferences-0-timezone": "Europe/Berlin"})
+    response = client.post(f"{CHANGELIST}{customer.pk}/change/", data)
+    assert response.status_code == 302
+    customer.preferences.refresh_from_db()
+    assert customer.preferences.currency == "EUR" and customer.preferences.timezone == "Europe/Berlin"
