@@ -33,17 +33,27 @@ RE_EVALUATING_EVENTS = (
 )
 
 
-def queue_evaluation(*, event, actor=None) -> None:
-    """After commit: queue the re-evaluation of the customer the event is about."""
+# Ids per queued task: a batch of ingestion is hundreds of customers; a bigger one is split.
+EVALUATION_BATCH = 500
+
+
+def queue_evaluations(*, events, actor=None) -> None:
+    """After commit, once per `record_many` call: queue one task with the ids of every customer the
+    events are about (a batch of ingestion is one task, not one per event)."""
     from segments import tasks
 
-    customer_id = (event.data or {}).get("customer_id") or event.subject
-    try:
-        tasks.evaluate_customer.delay(str(customer_id))
-    except Exception:  # the change is committed: a broker outage must not fail the request
-        logger.exception("could not queue the segment evaluation of customer %s (%s)", customer_id, event.event_type)
+    customer_ids = list(dict.fromkeys(str((event.data or {}).get("customer_id") or event.subject) for event in events))
+    for start in range(0, len(customer_ids), EVALUATION_BATCH):
+        chunk = customer_ids[start : start + EVALUATION_BATCH]
+        try:
+            tasks.evaluate_customers.delay(chunk)
+        except Exception:  # the change is committed: a broker outage must not fail the request
+            logger.exception(
+                "could not queue the segment evaluation of %d customer(s) (%s)", len(chunk), events[0].event_type
+            )
 
 
 def subscribe_all() -> None:
+    # `record` goes through `record_many` too: a single event is a batch of one.
     for event_type in RE_EVALUATING_EVENTS:
-        customer_events.subscribe(event_type, queue_evaluation, after_commit=True)
+        customer_events.subscribe_batch(event_type, queue_evaluations)

@@ -37,6 +37,30 @@ def evaluate_customer(customer_id: str) -> None:
     services.customer_segments_evaluate(actor=SYSTEM, customer_id=customer_id)
 
 
+@shared_task(
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=5,
+)
+def evaluate_customers(customer_ids: list[str]) -> None:
+    """Re-evaluate the dynamic segments and tier of each customer of a batch (each in its own
+    transaction). A retry runs the whole batch again: an evaluation already applied changes nothing."""
+    failed = 0
+    for customer_id in customer_ids:
+        try:
+            services.customer_segments_evaluate(actor=SYSTEM, customer_id=customer_id)
+        except TRANSIENT:
+            raise
+        except Exception:  # one customer's bad data must not keep the others from being evaluated
+            failed += 1
+            logger.exception("segment evaluation of customer %s failed", customer_id)
+    if failed:
+        logger.warning("segment evaluation: %d of %d customer(s) failed", failed, len(customer_ids))
+
+
 @shared_task(acks_late=True, ignore_result=True)
 def recalculate_all_dynamic_segments() -> None:
     """The nightly run (beat): every live dynamic segment, then every tier."""

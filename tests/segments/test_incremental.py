@@ -63,10 +63,10 @@ def test_every_change_event_is_subscribed():
         "customer.metrics.updated.v1",
     }
     assert set(RE_EVALUATING_EVENTS) == expected
-    from segments.subscribers import queue_evaluation
+    from segments.subscribers import queue_evaluations
 
-    assert all(queue_evaluation in customer_events._after_commit[name] for name in expected)
-    assert not any(queue_evaluation in handlers for handlers in customer_events._in_transaction.values())
+    assert all(queue_evaluations in customer_events._after_commit_batch[name] for name in expected)
+    assert not any(queue_evaluations in handlers for handlers in customer_events._in_transaction.values())
 
 
 def test_a_new_customer_joins_new_customer_and_gets_a_tier(after_commit):
@@ -227,6 +227,41 @@ def test_metrics_updated_by_event_ingestion(after_commit):
     assert (changed.data["from_tier"], changed.data["to_tier"]) == ("regular", "premium")
 
 
+def test_a_batch_of_ingestion_is_one_evaluation_task_with_every_customer(after_commit):
+    """The real batch path: orders recorded, metrics recomputed for the batch (one record_many of
+    customer.metrics.updated.v1), then one task evaluates all its customers."""
+    from celery.signals import task_prerun
+
+    from customers.messaging.effects import recompute_metrics
+    from tests.segments.conftest import add_orders
+
+    segment = live({"field": "total_spent", "op": "gte", "value": 1000})
+    with after_commit():
+        big, small, bigger = make_customer(), make_customer(), make_customer()
+    add_orders(big, 5, total="250.00")
+    add_orders(small, 1, total="20.00")
+    add_orders(bigger, 10, total="300.00")
+    started = []
+
+    def seen(sender=None, args=None, kwargs=None, **extra):
+        started.append((sender.name, list(args or ()) + list((kwargs or {}).values())))
+
+    task_prerun.connect(seen, weak=False)
+    try:
+        with after_commit(), transaction.atomic():
+            changed = recompute_metrics([big.pk, small.pk, bigger.pk])
+    finally:
+        task_prerun.disconnect(seen)
+    assert len(changed) == 3
+    evaluations = [call for call in started if call[0].startswith("segments.tasks.evaluate")]
+    assert len(evaluations) == 1, evaluations
+    name, (ids,) = evaluations[0]
+    assert name == "segments.tasks.evaluate_customers"
+    assert sorted(ids) == sorted(str(c.pk) for c in (big, small, bigger))
+    assert members(segment) == {big.pk, bigger.pk}
+    assert {Customer.objects.get(pk=c.pk).segment_tier.tier for c in (big, small)} == {"premium", "regular"}
+
+
 def test_dependent_segments_follow_within_one_evaluation():
     base = live({"field": "total_spent", "op": "gte", "value": 100}, code="spenders")
     derived = live({"field": "segments", "op": "contains", "value": "spenders"}, code="derived_spenders")
@@ -258,7 +293,7 @@ def test_a_broken_broker_does_not_fail_the_change(after_commit, monkeypatch):
     def down(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(tasks.evaluate_customer, "delay", down)
+    monkeypatch.setattr(tasks.evaluate_customers, "delay", down)
     with after_commit():
         customer = make_customer()
     assert Customer.objects.filter(pk=customer.pk).exists()
