@@ -36,5 +36,26 @@ def access_log_record_selection(*, user, selection_sql: str, params: list, actio
         return cursor.rowcount
 
 
+def access_log_record_ids(*, user, customer_ids, action: str, reference: str = "") -> int:
+    """One row per customer in `customer_ids`: a queryset selecting one column of customer ids (set-based,
+    one INSERT ... SELECT) or an iterable of ids. Every export of customer data outside the customer
+    export jobs (segment member lists, consent-record audits, ...) logs through this; returns how many."""
+    if isinstance(customer_ids, QuerySet):
+        if len(customer_ids.query.values_select or ()) + len(customer_ids.query.annotation_select) != 1:
+            raise ValueError("customer_ids must select exactly one column (e.g. .values('customer_id'))")
+        selection_sql, params = customer_ids.order_by().query.sql_with_params()
+        return access_log_record_selection(
+            user=user, selection_sql=selection_sql, params=list(params), action=action, reference=reference
+        )
+    if action not in AccessAction.values:
+        raise ValueError(f"unknown access action {action!r}")
+    now, reference = timezone.now(), str(reference or "")[:64]
+    rows = [
+        AccessLog(user_id=user.pk, customer_id=customer_id, action=action, reference=reference, at=now)
+        for customer_id in dict.fromkeys(customer_ids)
+    ]
+    return len(AccessLog.objects.bulk_create(rows, batch_size=5_000))
+
+
 def access_log_of(customer_id: UUID | str) -> QuerySet[AccessLog]:
     return AccessLog.objects.filter(customer_id=customer_id).order_by("-at", "-id")

@@ -1304,9 +1304,11 @@ class CustomerMergeAdmin(admin.ModelAdmin):
 class AccessLogAdmin(ReadOnlyAdmin):
     """Administrators only (the Administrator group holds view_accesslog): every page view, export, download."""
 
-    list_display = ("at", "user", "customer_link", "action", "reference")
+    list_display = ("at", "staff_user", "customer_link", "action", "reference")
     list_filter = ("action", "user", "at")
-    list_select_related = ("user", "customer")
+    # No join: neither key has a constraint, and an INNER JOIN would hide the rows of a removed staff
+    # account or an erased customer. Each row's names are looked up by key (an outer lookup) instead.
+    list_select_related = False
     search_fields = ("=reference",)  # see get_search_results
     search_help_text = "Customer number, customer id, or an export / request id"
     show_full_result_count = False
@@ -1327,11 +1329,29 @@ class AccessLogAdmin(ReadOnlyAdmin):
             pass
         return queryset.filter(match), False
 
+    def get_queryset(self, request):
+        from django.contrib.auth import get_user_model
+        from django.db.models import OuterRef, Subquery
+
+        users = get_user_model().objects.filter(pk=OuterRef("user_id"))
+        customers = Customer.objects.filter(pk=OuterRef("customer_id"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                staff_username=Subquery(users.values(get_user_model().USERNAME_FIELD)[:1]),
+                customer_number=Subquery(customers.values("customer_number")[:1]),
+            )
+        )
+
+    @admin.display(description="staff user", ordering="staff_username")
+    def staff_user(self, entry) -> str:
+        return entry.staff_username or f"(removed user #{entry.user_id})"
+
     @admin.display(description="customer")
     def customer_link(self, entry) -> str:
         url = reverse("admin:customers_customer_change", args=[entry.customer_id])
-        number = entry.customer.customer_number if entry.customer else str(entry.customer_id)
-        return format_html('<a href="{}">{}</a>', url, number)
+        return format_html('<a href="{}">{}</a>', url, entry.customer_number or str(entry.customer_id))
 
 
 # ---------------------------------------------------------------- export jobs

@@ -409,6 +409,7 @@ def customer_set_processing_restriction(*, actor: Actor, customer_id: UUID, rest
 # The activity timeline's use-cases (customers.activity), offered here like every other service.
 # The back-office's use-cases (notes, duplicates, merges, access log, exports), offered here like every other service.
 from customers.access_log import access_log_record as access_log_record  # noqa: E402
+from customers.access_log import access_log_record_ids as access_log_record_ids  # noqa: E402
 from customers.activity import activity_prune as activity_prune  # noqa: E402
 from customers.activity import activity_track as activity_track  # noqa: E402
 

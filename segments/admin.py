@@ -25,6 +25,7 @@ from guardian.admin import ReinforcedGuardedModelAdminMixin
 from guardian.shortcuts import assign_perm
 from simple_history.admin import SimpleHistoryAdmin
 
+from customers import services as customer_services
 from customers.actor import Actor
 from customers.errors import ApplicationError
 from segments import selectors, services
@@ -321,8 +322,14 @@ class SegmentAdmin(ReinforcedGuardedModelAdminMixin, SimpleHistoryAdmin):
 
     def export_view(self, request, segment_id):
         segment = self._segment_for(request, segment_id, EXPORT)
+        consenting = selectors.segment_members(segment, consenting_only=True)
+        # Member lists carry personal data: who exported whom goes to the access log (one row per member).
+        customer_services.access_log_record_ids(
+            user=request.user, customer_ids=consenting.values("customer_id"), action="export",
+            reference=f"segment:{segment.code}",
+        )
         members = (
-            selectors.segment_members(segment, consenting_only=True)
+            consenting
             .order_by("id")
             .values_list(
                 "customer_id",

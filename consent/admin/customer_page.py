@@ -9,6 +9,7 @@ from django.contrib import admin
 
 from consent.admin.export import consent_records_csv
 from consent.models import ConsentRecord, ConsentState
+from customers import services as customer_services
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,9 @@ def _extend_customer_admin() -> None:
         )
         def export_consent_records(self, request, queryset):
             logger.info("consent records exported by staff:%s", request.user.get_username())
+            customer_services.access_log_record_ids(
+                user=request.user, customer_ids=queryset.values("pk"), action="export", reference="consent-records"
+            )
             return consent_records_csv(
                 ConsentRecord.objects.filter(customer_id__in=queryset.values("pk")),
                 filename_prefix="consent-records-customers",

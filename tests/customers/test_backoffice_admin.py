@@ -177,6 +177,47 @@ def test_access_log_is_for_administrators_and_filterable(client, staff):
     assert set(exported["access_log"][0]) == {"id", "user_id", "customer_id", "action", "reference", "at"}
 
 
+def test_segment_member_and_consent_record_exports_are_in_the_access_log(client, staff):
+    ann, bob, cid = CustomerFactory(), CustomerFactory(), CustomerFactory()
+    segment = segment_services.segment_create(actor=SYSTEM, code="callback_list", name="Callback list")
+    segment_services.segment_members_add(actor=SYSTEM, segment_id=segment.pk, customer_ids=[ann.pk, bob.pk])
+    boss = staff(ADMINISTRATOR, "boss")
+    client.force_login(boss)
+    response = client.get(f"/admin/segments/segment/{segment.pk}/export/")
+    assert response.status_code == 200
+    b"".join(response.streaming_content)
+    exported = AccessLog.objects.filter(user=boss, action="export", reference="segment:callback_list")
+    assert set(exported.values_list("customer_id", flat=True)) == {ann.pk, bob.pk}
+
+    response = _action(client, "export_consent_records", [bob, cid])
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    audited = AccessLog.objects.filter(user=boss, action="export", reference="consent-records")
+    assert set(audited.values_list("customer_id", flat=True)) == {bob.pk, cid.pk}
+
+
+def test_access_log_keeps_rows_of_removed_staff_and_customers(client, staff, django_user_model):
+    import uuid
+
+    rep = staff(CUSTOMER_SERVICE, "rep-leaver")
+    ann = CustomerFactory()
+    client.force_login(rep)
+    client.get(f"{CHANGELIST}{ann.pk}/change/")
+    rep_id = rep.pk
+    client.logout()
+    django_user_model.objects.filter(pk=rep_id).delete()  # the account goes; its trail stays
+    gone_customer = uuid.uuid4()
+    boss = staff(ADMINISTRATOR, "boss")
+    services.access_log_record(user=boss, customer_id=gone_customer, action="export", reference="r1")
+    client.force_login(boss)
+    listing = client.get("/admin/customers/accesslog/")
+    rows = {(entry.user_id, entry.customer_id) for entry in listing.context["cl"].result_list}
+    assert (rep_id, ann.pk) in rows and (boss.pk, gone_customer) in rows
+    html = listing.content.decode()
+    assert f"(removed user #{rep_id})" in html and str(gone_customer) in html and ann.customer_number in html
+    filtered = client.get("/admin/customers/accesslog/", {"customer__id__exact": ann.pk})
+    assert [entry.user_id for entry in filtered.context["cl"].result_list] == [rep_id]
+
+
 # ---------------------------------------------------------------- exports
 
 
