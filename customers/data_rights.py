@@ -10,12 +10,13 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Replace
 from django.db.models.functions.comparison import Cast
@@ -27,12 +28,14 @@ from customers.models import (
     AccessLog,
     Customer,
     CustomerActivity,
+    CustomerExportJob,
     CustomerMerge,
     CustomerNote,
     CustomerPreferences,
     CustomerStatus,
     CustomerStatusChange,
     DuplicateCandidate,
+    ExportJobStatus,
     OutboxEvent,
 )
 
@@ -110,12 +113,114 @@ def export_customer_data(customer_id) -> dict:
     }
 
 
+def _like_patterns(values) -> list[str]:
+    escaped = (value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for value in values)
+    return [f"%{value}%" for value in escaped]
+
+
+def _identifying_values(ids: list) -> list[str]:
+    """What a raw message or a search term would carry to name these customers: id, email, external id."""
+    values: set[str] = {str(customer_id) for customer_id in ids}
+    for email, external_id in Customer.objects.filter(pk__in=ids).values_list("email", "external_id"):
+        if email:
+            values.add(email)
+        if external_id and len(external_id) >= 3:
+            values.add(external_id)
+    return sorted(values)
+
+
+def _erase_dead_letters(values: list[str]) -> int:
+    """Dead letters keep raw message bodies (personal): the ones naming these customers are deleted."""
+    if not values:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM customers_deadletter WHERE body ILIKE ANY(%s)", [_like_patterns(values)])
+        return cursor.rowcount
+
+
+def _export_job_selects(job: CustomerExportJob, ids: list) -> bool:
+    if not job.selection_sql:  # ALL_CUSTOMERS
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT EXISTS (SELECT 1 FROM ({job.selection_sql}) AS s(id) WHERE s.id = ANY(%s::uuid[]))",  # noqa: S608 - the ORM's own SQL, stored by bulk_export
+            [*job.selection_params, [str(customer_id) for customer_id in ids]],
+        )
+        return cursor.fetchone()[0]
+
+
+def _erase_export_jobs(ids: list, values: list[str]) -> dict[str, int]:
+    """Staff exports (CUSTOMER_EXPORT_DIR) that hold these customers go: the file and the job with its
+    selection parameters (a search term may be their email or name). Decided here, documented in the
+    erasure log's counts: a file cannot be redacted in place (CSV/XLSX), and the requester can export
+    again, which then shows the anonymized rows. Must run before the customer rows are anonymized (a search
+    for their email would no longer select them). A job still running is left alone (its worker owns the
+    file) and counted as `customers_customerexportjob (running, kept)`; retention purges it later.
+    """
+    patterns = _like_patterns(values)
+    named = set(
+        CustomerExportJob.objects.extra(
+            where=["selection_params::text ILIKE ANY(%s)"], params=[patterns]
+        ).values_list("pk", flat=True)
+    )
+    matched, running = [], 0
+    for job in CustomerExportJob.objects.all():
+        if job.pk in named or _export_job_selects(job, ids):
+            if job.status == ExportJobStatus.RUNNING:
+                running += 1
+            else:
+                matched.append(job)
+    files = [job.file_path for job in matched if job.file_path]
+
+    def remove_files():
+        for name in files:
+            Path(name).unlink(missing_ok=True)
+            Path(name).with_suffix(".part").unlink(missing_ok=True)
+
+    transaction.on_commit(remove_files)
+    deleted = CustomerExportJob.objects.filter(pk__in=[job.pk for job in matched]).delete()[0]
+    counts = {"customers_customerexportjob": deleted, "customer_export_files": len(files)}
+    if running:
+        counts["customers_customerexportjob (running, kept)"] = running
+    return counts
+
+
+def _scrub_outbox(subjects: list[str]) -> int:
+    """Keep the events (downstream consumers may replay them) but strip the fields their schema flags
+    personal, so every payload stays valid against its schema; an event without a schema keeps nothing."""
+    from customers.messaging.schemas import schema_for
+
+    events = OutboxEvent.objects.filter(subject__in=subjects).exclude(data={})
+    touched = 0
+    with connection.cursor() as cursor:
+        for event_type in events.values_list("event_type", flat=True).distinct().order_by():
+            schema = schema_for(event_type)
+            if schema is None:
+                touched += events.filter(event_type=event_type).update(data={})
+                continue
+            personal = sorted(schema.personal_fields)
+            if not personal:
+                continue
+            cursor.execute(
+                "UPDATE customers_outboxevent SET data = data - %s::text[]"
+                " WHERE subject = ANY(%s) AND event_type = %s AND data ?| %s::text[]",
+                [personal, subjects, event_type, personal],
+            )
+            touched += cursor.rowcount
+    return touched
+
+
 def erase_customers_data(customer_ids: list) -> dict[str, int]:
     """Anonymize the customers everywhere this app keeps their data; ids stay, identity goes."""
     ids = list(customer_ids)
     subjects = [str(customer_id) for customer_id in ids]
     now = timezone.now()
+    values = _identifying_values(ids)  # before the rows are anonymized
     counts = {
+        **_erase_export_jobs(ids, values),
+        "customers_deadletter": _erase_dead_letters(values),
+    }
+    counts.update({
         "customers_customer": scrub_personal_fields(
             Customer.objects.filter(pk__in=ids),
             email=erased_email_expression(),
@@ -134,14 +239,12 @@ def erase_customers_data(customer_ids: list) -> dict[str, int]:
         "customers_historicalcustomerpreferences": scrub_personal_fields(
             CustomerPreferences.history.filter(customer_id__in=ids)
         ),
-        "customers_customeractivity": scrub_personal_fields(CustomerActivity.objects.filter(customer_id__in=ids)),
+        # Activity about the person is deleted, not blanked (the issue: "deletes ... activity about them").
+        "customers_customeractivity": CustomerActivity.objects.filter(customer_id__in=ids).delete()[0],
         "customers_customerstatuschange": scrub_personal_fields(
             CustomerStatusChange.objects.filter(customer_id__in=ids)
         ),
-        # Keep the events (downstream consumers may replay them) but not what they said about the person.
-        "customers_outboxevent": OutboxEvent.objects.filter(subject__in=subjects)
-        .exclude(data={})
-        .update(data={"erased": True}),
+        "customers_outboxevent": _scrub_outbox(subjects),
         # Notes go with their history; the access log stays (ids only: a pseudonymous trail).
         "customers_customernote": CustomerNote.objects.filter(customer_id__in=ids).delete()[0],
         "customers_historicalcustomernote": CustomerNote.history.filter(customer_id__in=ids).delete()[0],
@@ -154,7 +257,7 @@ def erase_customers_data(customer_ids: list) -> dict[str, int]:
         "django_admin_log": LogEntry.objects.filter(
             content_type=ContentType.objects.get_for_model(Customer), object_id__in=subjects
         ).update(object_repr="[erased customer]", change_message="[]"),
-    }
+    })
     keys = [customer_key(customer_id) for customer_id in ids]
     transaction.on_commit(lambda: cache.delete_many(keys))
     return counts

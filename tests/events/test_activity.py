@@ -208,4 +208,4 @@ def test_old_activity_is_pruned(customer, settings):
 def test_erasure_scrubs_the_timeline(customer):
     add(customer, summary="Searched for 'Jane Doe birthday gift'")
     services.erase_customers_data([customer.pk])
-    assert set(CustomerActivity.objects.filter(customer=customer).values_list("summary", flat=True)) == {""}
+    assert not CustomerActivity.objects.filter(customer=customer).exists()  # deleted, not blanked (issue 6)

@@ -12,10 +12,20 @@ from django.utils import timezone
 from django_redis import get_redis_connection
 
 from addresses import services as address_services
-from customers import activity
+from customers import activity, bulk_export, notes
 from customers import services as customer_services
 from customers.actor import SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE, Actor
-from customers.models import Customer, CustomerOrder, OutboxEvent
+from customers.messaging.schemas import validation_errors
+from customers.models import (
+    Customer,
+    CustomerActivity,
+    CustomerExportJob,
+    CustomerNote,
+    CustomerOrder,
+    DeadLetter,
+    DuplicateCandidate,
+    OutboxEvent,
+)
 from privacy import exports, services
 from privacy.models import DataSubjectRequest, ErasureLog
 from privacy.portability import privacy_import_portable
@@ -40,6 +50,7 @@ def rich_customer(api_client, staff_user, prefix: str, phone: str, line: str) ->
         "line1": f"{line} Marmalade Lane 17",
         "line2": f"Hinterhaus {prefix.upper()}",
         "note": f"Called about {prefix} parcel, very polite",
+        "note_text": f"Prefers {prefix} deliveries after six, dog named Sprocketwhistle{prefix}",
         "nickname": f"{prefix}-bubbles",
     }
     own = api_client([SCOPE_READ, SCOPE_WRITE], subject=f"storefront-{prefix}")
@@ -132,6 +143,14 @@ def rich_customer(api_client, staff_user, prefix: str, phone: str, line: str) ->
         action_flag=CHANGE,
         change_message=f"Changed last_name for {values['last_name']}",
     )
+    # A real staff note (with its history row), and a dead letter whose raw body names the person.
+    notes.note_create(actor=staff, customer_id=customer.pk, text=values["note_text"])
+    DeadLetter.objects.create(
+        event_id=f"dl-{prefix}",
+        event_type="order.created.v1",
+        reason="INVALID_PAYLOAD",
+        body=json.dumps({"data": {"customer_email": values["email"], "ship_to": values["line1"]}}),
+    )
     return customer, values
 
 
@@ -179,13 +198,17 @@ def find_in_redis(value: str) -> list[str]:
     return found
 
 
+def find_in_files(directory: Path, value: str) -> list[str]:
+    return [str(path) for path in directory.rglob("*") if path.is_file() and value.encode() in path.read_bytes()]
+
+
 @pytest.fixture
 def compliance_officer(django_user_model):
     return django_user_model.objects.create_user("officer", is_staff=True)
 
 
 def test_erasure_leaves_nothing_behind_and_keeps_the_others(
-    api_client, compliance_officer, django_capture_on_commit_callbacks, settings, tmp_path
+    api_client, compliance_officer, django_capture_on_commit_callbacks, settings, tmp_path, django_user_model
 ):
     settings.PRIVACY_EXPORT_DIR = str(tmp_path / "exports")
     with django_capture_on_commit_callbacks(execute=True):
@@ -194,6 +217,22 @@ def test_erasure_leaves_nothing_behind_and_keeps_the_others(
         export_request, _ = services.privacy_request_file(
             actor=SYSTEM, customer_id=ann.pk, kind="access", notes=f"asked by phone, {ann_values['first_name']}"
         )
+    settings.CUSTOMER_EXPORT_DIR = str(tmp_path / "staff-exports")
+    staff_exports = tmp_path / "staff-exports"
+    first, second = sorted([ann, bob], key=lambda c: str(c.pk))
+    DuplicateCandidate.objects.create(customer=first, other=second, reasons=["name"])
+    exporter = django_user_model.objects.create_superuser("exporter", password="x")
+    with django_capture_on_commit_callbacks(execute=True):  # staff CSV exports: one names Ann, one only Bob
+        ann_job = bulk_export.export_job_create(
+            user=exporter, queryset=Customer.objects.filter(email__icontains=ann_values["email"]), fmt="csv"
+        )
+        bob_job = bulk_export.export_job_create(
+            user=exporter, queryset=Customer.objects.filter(email__icontains=bob_values["email"]), fmt="csv"
+        )
+    assert CustomerExportJob.objects.get(pk=ann_job.pk).status == "done"
+    assert find_in_files(staff_exports, ann_values["email"]) and find_in_files(staff_exports, bob_values["email"])
+    assert CustomerNote.objects.filter(customer=ann).exists() and DeadLetter.objects.filter(event_id="dl-ann")
+    assert CustomerActivity.objects.filter(customer=ann).exists()
     reader = api_client([SCOPE_READ])
     for customer in (ann, bob):
         assert reader.get(f"/api/v1/customers/{customer.pk}").status_code == 200  # now cached in Redis
@@ -212,9 +251,28 @@ def test_erasure_leaves_nothing_behind_and_keeps_the_others(
     erasure.refresh_from_db()
     assert erasure.status == "completed", erasure.status_reason
 
-    leaks = {value: find_in_database(value) + find_in_redis(value) for value in ann_values.values()}
+    leaks = {
+        value: find_in_database(value) + find_in_redis(value) + find_in_files(tmp_path, value)
+        for value in ann_values.values()
+    }
     assert {value: where for value, where in leaks.items() if where} == {}
     assert not export_file.exists()
+    # Deleted, not blanked: activity, notes, the dead letter, the duplicate pair, Ann's staff export.
+    assert not CustomerActivity.objects.filter(customer=ann).exists()
+    assert not CustomerNote.objects.filter(customer=ann).exists()
+    assert not DeadLetter.objects.filter(event_id="dl-ann").exists() and DeadLetter.objects.filter(event_id="dl-bob")
+    assert not DuplicateCandidate.objects.exists()
+    assert not CustomerExportJob.objects.filter(pk=ann_job.pk).exists()
+    assert CustomerExportJob.objects.filter(pk=bob_job.pk).exists()
+    assert find_in_files(staff_exports, bob_values["email"])
+    # The outbox keeps Ann's events, each still valid against its schema (personal fields stripped only).
+    ann_events = list(OutboxEvent.objects.filter(subject=str(ann.pk)))
+    assert ann_events
+    assert {event.event_type: validation_errors(event.event_type, event.data) for event in ann_events} == {
+        event.event_type: [] for event in ann_events
+    }
+    created = OutboxEvent.objects.get(subject=str(ann.pk), event_type="customer.created.v1")
+    assert created.data["customer_id"] == str(ann.pk) and "email" not in created.data
 
     ann.refresh_from_db()
     assert ann.status == "erased" and ann.email.endswith("@erased.invalid") and ann.date_of_birth is None
