@@ -68,7 +68,15 @@ class DataSubjectRequestAdmin(SimpleHistoryAdmin):
     )
     fields = (*readonly_fields[:10], "notes", *readonly_fields[10:])
     history_list_display = ["history_actor", "history_change_reason"]
-    actions = ["start_export", "approve_erasure", "put_on_hold", "extend_deadline", "reject", "complete"]
+    actions = [
+        "start_export",
+        "approve_erasure",
+        "put_on_hold",
+        "extend_deadline",
+        "reject",
+        "complete",
+        "lift_restriction",
+    ]
 
     def get_queryset(self, request):
         # Open requests first, the most urgent at the top; closed ones after.
@@ -256,6 +264,18 @@ class DataSubjectRequestAdmin(SimpleHistoryAdmin):
             queryset,
             lambda actor, r: services.privacy_request_complete_manually(actor=actor, request_id=r.pk),
             "completed",
+        )
+
+    @admin.action(description="Lift the restriction (with a reason)", permissions=["change"])
+    def lift_restriction(self, request, queryset):
+        return self._with_reason(
+            request,
+            queryset,
+            "Lift the processing restriction",
+            lambda actor, r, data: services.privacy_request_lift_restriction(
+                actor=actor, request_id=r.pk, reason=data["reason"]
+            ),
+            "lifted",
         )
 
     def has_approve_erasure_permission(self, request) -> bool:

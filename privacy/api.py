@@ -171,3 +171,38 @@ class CustomerData(APIView):
 @api_view(["POST"])
 def customer_erasure(request, customer_id):
     return _file(request, customer_id, RequestKind.ERASURE)
+
+
+class LiftRestrictionSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=2000)
+
+
+class RestrictionSerializer(serializers.Serializer):
+    customer_id = serializers.UUIDField(source="id")
+    processing_restricted = serializers.BooleanField()
+
+
+@extend_schema(
+    summary="Lift the customer's processing restriction (Art. 18(3))",
+    description="Recorded in the customer's history and on their restriction request. "
+    + OWN_OR_ADMIN.format(scope=SCOPE_WRITE),
+    request=LiftRestrictionSerializer,
+    responses={
+        200: RestrictionSerializer,
+        **problems(
+            (400, "VALIDATION_ERROR"),
+            (403, "PERMISSION_DENIED"),
+            (404, "CUSTOMER_NOT_FOUND"),
+            (409, "NOT_RESTRICTED"),
+        ),
+    },
+)
+@api_view(["POST"])
+def customer_lift_restriction(request, customer_id):
+    payload = LiftRestrictionSerializer(data=request.data)
+    payload.is_valid(raise_exception=True)
+    require_own_or_admin(request.auth, customer_id)
+    customer = services.privacy_lift_restriction(
+        actor=request.auth, customer_id=customer_id, reason=payload.validated_data["reason"]
+    )
+    return Response(RestrictionSerializer(customer).data)

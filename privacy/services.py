@@ -387,12 +387,44 @@ def privacy_run_erasure(*, actor: Actor, request_id) -> DataSubjectRequest:
     return request
 
 
+@transaction.atomic
 def privacy_lift_restriction(*, actor: Actor, customer_id, reason: str):
+    """Lift a customer's processing restriction (Art. 18(3)), recorded with who and why.
+
+    The customer's history records it; an open or completed restriction request of theirs records it too.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationFailed("Say why the restriction is lifted.", errors={"reason": ["This field is required."]})
     from customers import services as customer_services
 
-    return customer_services.customer_set_processing_restriction(
-        actor=actor, customer_id=customer_id, restricted=False, reason=reason
+    customer = customer_selectors.customer_get(actor=actor, customer_id=customer_id)
+    if not customer.processing_restricted:
+        raise InvalidStatusTransition("The customer's processing is not restricted.", code="NOT_RESTRICTED")
+    customer = customer_services.customer_set_processing_restriction(
+        actor=actor, customer_id=customer.pk, restricted=False, reason=reason
     )
+    latest = (
+        DataSubjectRequest.objects.select_for_update()
+        .filter(customer_id=customer.pk, kind=RequestKind.RESTRICTION)
+        .exclude(status=RequestStatus.REJECTED)
+        .order_by("-received_at")
+        .first()
+    )
+    if latest is not None:
+        latest.notes = "\n".join(filter(None, [latest.notes, f"Restriction lifted: {reason}"]))
+        _save(latest, actor, f"restriction lifted: {reason}")
+    return customer
+
+
+def privacy_request_lift_restriction(*, actor: Actor, request_id, reason: str):
+    """The admin's door: lift the restriction a restriction request applied."""
+    request = DataSubjectRequest.objects.filter(pk=request_id).first()
+    if request is None:
+        raise RequestNotFound(f"No privacy request {request_id}.")
+    if request.kind != RequestKind.RESTRICTION:
+        raise ValidationFailed("Only restriction requests can be lifted.", code="NOT_A_RESTRICTION")
+    return privacy_lift_restriction(actor=actor, customer_id=request.customer_id, reason=reason)
 
 
 def report_overdue() -> int:

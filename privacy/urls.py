@@ -10,5 +10,10 @@ urlpatterns = [
     ),
     path("customers/<uuid:customer_id>/data", api.CustomerData.as_view(), name="customer-data"),
     path("customers/<uuid:customer_id>/erasure", api.customer_erasure, name="customer-erasure"),
+    path(
+        "customers/<uuid:customer_id>/restriction/lift",
+        api.customer_lift_restriction,
+        name="customer-lift-restriction",
+    ),
     path("privacy-requests/<uuid:request_id>", api.PrivacyRequestDetail.as_view(), name="privacy-request-detail"),
 ]
