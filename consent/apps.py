@@ -13,6 +13,12 @@ class ConsentConfig(AppConfig):
         # In the transaction: a marketing opt-in and its consent record never disagree.
         events.subscribe(events.CUSTOMER_CREATED, services.on_customer_created)
         events.subscribe(events.CUSTOMER_PREFERENCES_UPDATED, services.on_preferences_updated)
+        # What the opt-in columns read as in the API and the admin: consent, by the rule of
+        # selectors.customers_consenting_to (a lapsed or superseded grant reads as off at once).
+        from consent.services.sync import opt_ins_as_consented
+        from customers.extensions import register_preference_view
+
+        register_preference_view(opt_ins_as_consented)
         # A customer merge carries the merged customer's newer decisions over (records are never moved).
         from consent.services import merge
 

@@ -127,14 +127,29 @@ def consenting_customer_ids(purpose: str | ConsentPurpose, *, at: datetime | Non
     return consent_states(at=at).filter(purpose=purpose, is_valid=True).values("customer_id")
 
 
+def _customers_consent_counts_for():
+    """Customers whose consent counts at all: not erased or merged away."""
+    return customer_selectors.customers_visible_to(_SYSTEM).exclude(status__in=GONE)
+
+
 def customers_consenting_to(purpose: str | ConsentPurpose, *, at: datetime | None = None):
     """Customers we may process for `purpose` now: granted, not past validity, on a current-enough
     version, not erased or merged away. Revocation and expiry take effect at once (no cache, no task in between).
     """
-    return (
-        customer_selectors.customers_visible_to(_SYSTEM)
-        .filter(pk__in=consenting_customer_ids(purpose, at=at))
-        .exclude(status__in=GONE)
+    return _customers_consent_counts_for().filter(pk__in=consenting_customer_ids(purpose, at=at))
+
+
+def consenting_purposes_of(
+    customer_ids: list[UUID], purpose_codes: list[str], *, at: datetime | None = None
+) -> set[tuple[UUID, str]]:
+    """(customer id, purpose code) for each of these customers and purposes where the customer is in
+    `customers_consenting_to(purpose)`: the same rule, for a batch of customers in one query.
+    """
+    return set(
+        consent_states(at=at)
+        .filter(customer_id__in=customer_ids, purpose__code__in=purpose_codes, is_valid=True)
+        .filter(customer_id__in=_customers_consent_counts_for().values("pk"))
+        .values_list("customer_id", "purpose__code")
     )
 
 

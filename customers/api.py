@@ -16,7 +16,7 @@ from customers import cache, selectors, services
 from customers.actor import SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE
 from customers.apikit import CreatedCursorPagination, StrictSerializer, problems, scope_note
 from customers.errors import Forbidden
-from customers.extensions import representation_fields
+from customers.extensions import apply_preference_views, representation_fields
 from customers.models import Customer, CustomerPreferences, CustomerStatus, CustomerType, RegistrationSource
 
 # ---------------------------------------------------------------- representation
@@ -93,7 +93,15 @@ class CustomerListSerializer(serializers.ListSerializer):
     def to_representation(self, data):
         customers = list(data.all() if hasattr(data, "all") else data)
         self.child.extras = _load_extras([customer.pk for customer in customers])
+        apply_preference_views([_preferences_of(customer) for customer in customers])
         return super().to_representation(customers)
+
+
+def _preferences_of(customer: Customer):
+    try:
+        return customer.preferences
+    except CustomerPreferences.DoesNotExist:
+        return None
 
 
 def _load_extras(customer_ids: list) -> dict[str, dict]:
@@ -151,6 +159,8 @@ class CustomerSerializer(serializers.ModelSerializer):
         return fields
 
     def to_representation(self, instance):
+        if self.extras is None:  # one customer (a list applies the views for the whole page)
+            apply_preference_views([_preferences_of(instance)])
         extras = self.extras if self.extras is not None else _load_extras([instance.pk])
         for extension in representation_fields():
             setattr(instance, extension.name, extras[extension.name].get(instance.pk, extension.default))
@@ -446,6 +456,7 @@ class CustomerViewSet(
                 actor=request.auth, customer_id=customer.pk, changes=dict(payload.validated_data)
             )
         prefs = CustomerPreferences.objects.get(customer_id=customer.pk)
+        apply_preference_views([prefs])  # the opt-ins as consent shows them
         return Response(PreferencesSerializer(prefs).data)
 
     @extend_schema(

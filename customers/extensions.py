@@ -88,3 +88,40 @@ def register_history_source(source: HistorySource) -> None:
 
 def history_sources() -> Iterable[HistorySource]:
     return tuple(_history_sources)
+
+
+# ---------------------------------------------------------------- preference columns that are another app's view
+
+
+PreferenceView = Callable[[list[UUID]], dict[UUID, dict[str, Any]]]  # customer ids -> {field: value}
+_preference_views: list[PreferenceView] = []
+
+
+def register_preference_view(view: PreferenceView) -> None:
+    """Let a higher app own what some preference columns read as (consent: the marketing opt-ins are
+    true exactly while the customer's consent for the purpose counts). One call per batch of customers.
+    """
+    if view not in _preference_views:
+        _preference_views.append(view)
+
+
+def apply_preference_views(preferences: Iterable[Any]) -> None:
+    """Set the registered views' values on these `CustomerPreferences` instances (in memory): what the
+    API and the admin show, and what a preference change is compared against.
+    """
+    prefs = [p for p in preferences if p is not None]
+    if not prefs or not _preference_views:
+        return
+    values = preference_view_values([p.customer_id for p in prefs])
+    for p in prefs:
+        for field, value in values.get(p.customer_id, {}).items():
+            setattr(p, field, value)
+
+
+def preference_view_values(customer_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    """customer id -> {field: value as the registered views show it} (empty without views)."""
+    merged: dict[UUID, dict[str, Any]] = {}
+    for view in _preference_views:
+        for customer_id, values in view(list(customer_ids)).items():
+            merged.setdefault(customer_id, {}).update(values)
+    return merged

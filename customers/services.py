@@ -20,6 +20,7 @@ from customers.errors import (
     InvalidStatusTransition,
     ValidationFailed,
 )
+from customers.extensions import preference_view_values
 from customers.history import stamp
 from customers.models import Customer, CustomerPreferences, CustomerStatus, CustomerStatusChange, CustomerType
 from customers.validation import (
@@ -281,7 +282,12 @@ def customer_preferences_update(*, actor: Actor, customer_id: UUID, changes: dic
     _refuse_erased(customer)
     cleaned = _clean_preferences(changes)
     prefs = CustomerPreferences.objects.select_for_update().get(customer=customer)
-    changed = sorted(name for name, value in cleaned.items() if getattr(prefs, name) != value)
+    # A column another app owns the view of (consent: the opt-ins) has changed when the request differs
+    # from what is stored or from what is shown (e.g. switching on an opt-in whose grant lapsed).
+    shown = preference_view_values([customer.pk]).get(customer.pk, {})
+    changed = sorted(
+        name for name, value in cleaned.items() if getattr(prefs, name) != value or shown.get(name, value) != value
+    )
     if not changed:
         return prefs
     for name in changed:

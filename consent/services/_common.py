@@ -205,8 +205,13 @@ def append_change(
     trigger: str,
     now: datetime,
     implicit: bool = False,
+    occurred_at: datetime | None = None,
 ) -> ConsentState:
-    """Write one change: the record, the current state and the event, in the caller's transaction."""
+    """Write one change: the record, the current state and the event, in the caller's transaction.
+
+    `occurred_at` (default `now`) is when the change took effect, e.g. when a grant's validity ran out.
+    """
+    occurred_at = occurred_at or now
     valid_until = valid_until_for(purpose, now) if status == S.GRANTED else None
     record = ConsentRecord(
         customer_id=customer_id,
@@ -216,7 +221,7 @@ def append_change(
         policy_version=version,
         implicit=implicit,
         trigger=trigger,
-        occurred_at=now,
+        occurred_at=occurred_at,
         recorded_at=now,
         valid_until=valid_until,
         source=origin.source,
@@ -233,7 +238,7 @@ def append_change(
     state.source = origin.source
     state.granted_at = now if status == S.GRANTED else None
     state.valid_until = valid_until
-    state.updated_at = now
+    state.updated_at = occurred_at
     state.last_record = record
     state.save()
     record_event(record, actor)

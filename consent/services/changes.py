@@ -13,6 +13,7 @@ from consent.errors import TransitionNotAllowed
 from consent.models import (
     ConsentPurpose,
     ConsentRecord,
+    ConsentSource,
     ConsentState,
     ConsentTrigger,
 )
@@ -21,6 +22,8 @@ from consent.services._common import (
     NOTHING,
     PREFERENCE_FIELD_BY_PURPOSE,
     REQUESTABLE_STATUSES,
+    SYSTEM_ACTOR,
+    Origin,
     S,
     append_change,
     clean_origin,
@@ -81,6 +84,25 @@ def consent_change(
     current = state.status if state is not None else NOTHING
 
     trigger = ConsentTrigger.CHOICE
+    if current == S.GRANTED and state.valid_until is not None and state.valid_until <= now:
+        # A grant past its validity no longer counts, even before the expiry task has run: write the
+        # expiry down first (as the task would), so a new grant is a real move and a withdrawal a no-op.
+        state = append_change(
+            actor=SYSTEM_ACTOR,
+            customer_id=customer.pk,
+            purpose=purpose,
+            state=state,
+            status=S.EXPIRED,
+            version=state.policy_version,
+            origin=Origin(source=ConsentSource.SYSTEM),
+            trigger=ConsentTrigger.EXPIRY,
+            now=now,
+            occurred_at=state.valid_until,
+        )
+        current = S.EXPIRED
+        if status == S.REVOKED:
+            _sync_preference(actor, customer.pk, purpose, S.EXPIRED)
+            return state
     if status == current:
         if status != S.GRANTED:
             return state
@@ -119,10 +141,14 @@ def consent_change(
         now=now,
         implicit=implicit,
     )
+    _sync_preference(actor, customer.pk, purpose, status)
+    return state
+
+
+def _sync_preference(actor: Actor, customer_id, purpose: ConsentPurpose, status: str) -> None:
     field = PREFERENCE_FIELD_BY_PURPOSE.get(purpose.code)
     if field is not None:
-        write_preferences(actor=actor, customer_id=customer.pk, changes={field: status == S.GRANTED})
-    return state
+        write_preferences(actor=actor, customer_id=customer_id, changes={field: status == S.GRANTED})
 
 
 @transaction.atomic

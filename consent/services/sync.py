@@ -1,4 +1,11 @@
-"""Preferences → consent: the subscribers to the customers app's events (registered in `ConsentConfig.ready`)."""
+"""Preferences ↔ consent: the subscribers to the customers app's events, and the view of the opt-ins.
+
+Both are registered in `ConsentConfig.ready`. The opt-in columns in the preferences are a view of
+consent: `opt_ins_as_consented` is what the API and the admin show for them (through
+`customers.extensions.register_preference_view`), true exactly while the customer is in
+`selectors.customers_consenting_to(purpose)` — a grant that needs renewal or is past its validity
+reads as off at once, before the expiry task has written anything.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from consent.context import current_origin_for
 from consent.models import (
     ConsentPurpose,
     ConsentRecord,
+    ConsentSource,
     ConsentState,
     ConsentTrigger,
 )
@@ -100,6 +108,26 @@ def on_customer_created(*, event, actor: Actor | None) -> None:
         record_event(record, actor)
 
 
+def opt_ins_as_consented(customer_ids: list[UUID]) -> dict[UUID, dict[str, bool]]:
+    """customer id -> {preference column: whether consent for its purpose counts now}, in one query."""
+    consenting = selectors.consenting_purposes_of(customer_ids, list(PREFERENCE_FIELD_BY_PURPOSE))
+    return {
+        customer_id: {field: (customer_id, code) in consenting for code, field in PREFERENCE_FIELD_BY_PURPOSE.items()}
+        for customer_id in customer_ids
+    }
+
+
+def _lapsed(state: ConsentState, purpose: ConsentPurpose, now) -> tuple[bool, bool]:
+    """For a granted state: (past its validity, superseded by a version requiring re-consent)."""
+    past_validity = state.valid_until is not None and state.valid_until <= now
+    needs_renewal = (
+        selectors.effective_versions(purpose, at=now)
+        .filter(requires_reconsent=True, effective_at__gt=state.policy_version.effective_at)
+        .exists()
+    )
+    return past_validity, needs_renewal
+
+
 def on_preferences_updated(*, event, actor: Actor | None) -> None:
     """In the preference transaction: an opt-in switched on is a grant, switched off a withdrawal.
 
@@ -121,9 +149,21 @@ def on_preferences_updated(*, event, actor: Actor | None) -> None:
         wanted = bool(getattr(prefs, field))
         state = locked_state(customer_id, purpose)
         current = state.status if state is not None else NOTHING
-        if wanted and current != S.GRANTED:
+        trigger = ConsentTrigger.PREFERENCES
+        if wanted and current == S.GRANTED:
+            # Switched on while the opt-in read as off: the grant no longer counts. Past its validity,
+            # it is first recorded as expired (as the expiry task would); superseded, it is renewed.
+            past_validity, needs_renewal = _lapsed(state, purpose, now)
+            if past_validity:
+                state = _expire_now(state=state, purpose=purpose, now=now)
+            elif needs_renewal:
+                trigger = ConsentTrigger.RENEWAL
+            else:
+                continue
             status, version = S.GRANTED, grant_version(purpose, None, now)
-        elif not wanted and current == S.GRANTED:
+        elif wanted:
+            status, version = S.GRANTED, grant_version(purpose, None, now)
+        elif current == S.GRANTED:
             status, version = S.REVOKED, state.policy_version
         else:
             continue
@@ -136,9 +176,25 @@ def on_preferences_updated(*, event, actor: Actor | None) -> None:
             status=status,
             version=version,
             origin=origin,
-            trigger=ConsentTrigger.PREFERENCES,
+            trigger=trigger,
             now=now,
         )
+
+
+def _expire_now(*, state: ConsentState, purpose: ConsentPurpose, now) -> ConsentState:
+    """Record a grant past its validity as expired, as of when it ceased (what the expiry task writes)."""
+    return append_change(
+        actor=SYSTEM_ACTOR,
+        customer_id=state.customer_id,
+        purpose=purpose,
+        state=state,
+        status=S.EXPIRED,
+        version=state.policy_version,
+        origin=Origin(source=ConsentSource.SYSTEM),
+        trigger=ConsentTrigger.EXPIRY,
+        now=now,
+        occurred_at=state.valid_until,
+    )
 
 
 def _preference_origin(actor: Actor, *, field: str, wanted: bool) -> Origin:

@@ -10,9 +10,19 @@ One batch is one database transaction:
    publishing right now or which is waiting for a retry: a customer's events leave in order.
 3. publish (routing key = event type, message id = event id, persistent, JSON envelope built by
    PostgreSQL), then wait for the broker: publisher confirms on RabbitMQ, the pipeline's replies
-   on Redis.
-4. mark what the broker accepted as published; count a failed attempt on the rest with exponential
-   backoff; commit.
+   on Redis. On RabbitMQ the batch goes in waves (every customer's first event of the batch, then
+   every customer's second, …), each wave confirmed before the next: a customer whose event was
+   not accepted has none of its later events sent (they stay unpublished, behind the failed one,
+   and go after it). Redis' pipeline is all or nothing.
+4. mark what the broker accepted as published; count a failed attempt on the failed rows with
+   exponential backoff; leave the rows not sent as they were; commit.
+
+Per-customer order: a customer's events leave in (occurred_at, sequence) order, each after the
+broker accepted the previous one. That order is the commit order too, because
+`customers.events.record` locks the customer's row before it stamps and inserts an event: a second
+transaction recording for the same customer waits until the first commits, so an event can never
+become visible after a later event of its customer (whatever row the writers locked themselves,
+e.g. an address). Across customers there is no order.
 
 Published rows are deleted after `OUTBOX_RETENTION`. Prometheus counters count what was published,
 what failed and what was held back.
@@ -23,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -112,6 +123,11 @@ class PublishFailed(Exception):
     """The broker did not accept the message (nack, timeout, lost connection)."""
 
 
+# The outcome of a row that was not sent because an earlier event of its customer failed.
+NOT_SENT = "not sent: an earlier event of its customer was not accepted"
+NACKED = "nacked by the broker"
+
+
 class Publisher:
     """A kombu producer on one connection, reconnecting after a failure."""
 
@@ -152,7 +168,7 @@ class Publisher:
         self._settle(delivery_tag, multiple, None)
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        self._settle(delivery_tag, multiple, "nacked by the broker")
+        self._settle(delivery_tag, multiple, NACKED)
 
     def _settle(self, delivery_tag: int, multiple: bool, outcome: str | None) -> None:
         if self._outcomes is None:
@@ -164,17 +180,48 @@ class Publisher:
                 self._outcomes[index] = outcome
 
     def publish(self, rows: Sequence[Row]) -> list[str | None]:
-        """Publish in order; one outcome per row: None when the broker accepted it, else why not."""
+        """Publish in order; one outcome per row: None when the broker accepted it, else why not.
+
+        `NOT_SENT` for a row held back because an earlier row of its subject failed.
+        """
         if not rows:
             return []
         try:
             self._open()
             if broker.is_amqp(self.connection):
-                return self._publish_confirmed(rows)
+                return self._publish_in_waves(rows)
             return self._publish_pipelined(rows)
         except Exception as error:
             self.close()
             return [f"{type(error).__name__}: broker unavailable"] * len(rows)
+
+    def _publish_in_waves(self, rows: Sequence[Row]) -> list[str | None]:
+        """Wave n = each subject's n-th row; a subject with a failed row sends nothing after it."""
+        waves: dict[int, list[int]] = defaultdict(list)
+        position: dict[str, int] = defaultdict(int)
+        for index, row in enumerate(rows):
+            waves[position[row.subject]].append(index)
+            position[row.subject] += 1
+        outcomes: list[str | None] = [NOT_SENT] * len(rows)
+        failed: set[str] = set()
+        for wave in range(len(waves)):
+            indexes = [index for index in waves[wave] if rows[index].subject not in failed]
+            if not indexes:
+                break  # every later wave holds only subjects that failed
+            try:
+                results = self._publish_confirmed([rows[index] for index in indexes])
+            except Exception as error:
+                # Timeout or lost connection: what the broker made of this wave is unknown, and the
+                # channel's delivery tags can no longer be trusted. Nothing more goes on it.
+                self.close()
+                for index in indexes:
+                    outcomes[index] = f"{type(error).__name__}: {error}"[:200] or "broker unavailable"
+                break
+            for index, outcome in zip(indexes, results, strict=True):
+                outcomes[index] = outcome
+                if outcome:
+                    failed.add(rows[index].subject)
+        return outcomes
 
     def _send(self, row: Row) -> None:
         self.producer.publish(
@@ -247,14 +294,15 @@ def relay_batch(publisher: Publisher, *, batch_size: int | None = None) -> Batch
         result.held = len(rows) - len(ready)
         outcomes = publisher.publish(ready)
 
-        # A customer whose event failed keeps its later events unpublished too (they go again after it).
-        failed_subjects = {row.subject for row, outcome in zip(ready, outcomes, strict=True) if outcome}
-        published = [
-            row
-            for row, outcome in zip(ready, outcomes, strict=True)
-            if not outcome and row.subject not in failed_subjects
+        # What the broker accepted is published (sending it again would duplicate it and break the
+        # order); a failed row waits for its retry; a row not sent (behind a failed one of its
+        # customer) is left as it was and goes after the failed one.
+        published = [row for row, outcome in zip(ready, outcomes, strict=True) if outcome is None]
+        failed = [
+            (row, outcome) for row, outcome in zip(ready, outcomes, strict=True) if outcome and outcome != NOT_SENT
         ]
-        failed = [(row, outcome) for row, outcome in zip(ready, outcomes, strict=True) if outcome]
+        not_sent = sum(1 for outcome in outcomes if outcome == NOT_SENT)
+        result.held += not_sent
         if published:
             cursor.execute(_MARK_PUBLISHED, [[row.event_id for row in published]])
         for reason in sorted({outcome for _, outcome in failed}):

@@ -79,12 +79,48 @@ def test_the_preference_change_has_a_history_row_naming_the_job(lapsed):
     assert "consent expired" in latest.history_change_reason
 
 
-def test_the_cached_representation_is_dropped(api, lapsed, django_capture_on_commit_callbacks):
+def test_a_lapsed_opt_in_reads_as_off_at_once_and_the_task_drops_the_cached_representation(
+    api, lapsed, django_capture_on_commit_callbacks
+):
+    from customers import cache
+
     customer = lapsed[0]
-    assert api.get(f"/api/v1/customers/{customer.pk}").json()["preferences"]["communication"]["email"] is True
+    # Before the task has run the column still holds True, but the API shows consent's answer.
+    assert CustomerPreferences.objects.get(customer=customer).email_opt_in is True
+    assert api.get(f"/api/v1/customers/{customer.pk}").json()["preferences"]["communication"]["email"] is False
+    assert api.get(f"/api/v1/customers/{customer.pk}/preferences").json()["communication"]["email"] is False
+    assert cache.get_customer_representation(customer.pk)[0] is not None
     with django_capture_on_commit_callbacks(execute=True):
         tasks.expire_consents()
+    assert cache.get_customer_representation(customer.pk)[0] is None
     assert api.get(f"/api/v1/customers/{customer.pk}").json()["preferences"]["communication"]["email"] is False
+    assert CustomerPreferences.objects.get(customer=customer).email_opt_in is False
+
+
+def test_switching_a_lapsed_opt_in_on_before_the_task_runs_records_expiry_then_a_new_grant(api, lapsed):
+    customer = lapsed[0]
+    response = api.patch(
+        f"/api/v1/customers/{customer.pk}/preferences", {"communication": {"email": True}}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["communication"]["email"] is True
+    records = ConsentRecord.objects.filter(customer_id=customer.pk, purpose__code="marketing_email")
+    assert sorted((r.previous_status, r.status, r.trigger) for r in records.exclude(trigger="sign_up")) == [
+        (S.EXPIRED, S.GRANTED, "preferences"),
+        (S.GRANTED, S.EXPIRED, "expiry"),
+    ]
+    assert state_of(customer, "marketing_email").last_record.trigger == "preferences"
+    assert selectors.customer_consents_to(customer_id=customer.pk, purpose="marketing_email")
+
+
+def test_granting_a_lapsed_grant_again_through_consent_before_the_task_runs(lapsed):
+    customer = lapsed[0]
+    state = change(customer, "marketing_email", S.GRANTED)
+    assert (state.last_record.previous_status, state.status) == (S.EXPIRED, S.GRANTED)
+    assert selectors.customer_consents_to(customer_id=customer.pk, purpose="marketing_email")
+    # Withdrawing a lapsed grant writes its expiry down; nothing is left to withdraw.
+    other = lapsed[1]
+    assert change(other, "marketing_email", S.REVOKED).status == S.EXPIRED
 
 
 def test_batches_cover_everything_due(lapsed):
