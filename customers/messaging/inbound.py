@@ -40,7 +40,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from prometheus_client import Counter
 
@@ -369,7 +369,15 @@ def prune_inbox(*, older_than: timedelta | None = None, batch_size: int = 10_000
 
 
 def prune_dead_letters(*, older_than: timedelta | None = None) -> int:
-    """Delete dead letters (raw bodies may hold personal data) last seen before DEAD_LETTER_RETENTION."""
+    """Delete resolved dead letters (replayed or discarded) resolved before DEAD_LETTER_RETENTION.
+
+    Parked ones stay, however old: they are work nobody has done yet (or events waiting for their
+    customer), and deleting them would lose the event silently. Their bodies may hold personal
+    data; privacy scrubs a customer's dead letters at erasure, whatever their status.
+    """
     cutoff = timezone.now() - (older_than if older_than is not None else settings.DEAD_LETTER_RETENTION)
-    deleted, _ = DeadLetter.objects.filter(last_seen_at__lt=cutoff).delete()
+    resolved = DeadLetter.objects.exclude(status=DeadLetterStatus.PARKED)
+    deleted, _ = resolved.filter(
+        Q(resolved_at__lt=cutoff) | Q(resolved_at__isnull=True, last_seen_at__lt=cutoff)
+    ).delete()
     return deleted

@@ -384,10 +384,18 @@ def test_the_hourly_task_prunes_old_inbox_rows_and_dead_letters(customer, settin
 
     settings.INBOX_RETENTION = timedelta(days=30)
     settings.DEAD_LETTER_RETENTION = timedelta(days=90)
-    apply(order("created", customer, "o-1"), order("created", customer, "o-2"), "not json")
+    apply(order("created", customer, "o-1"), order("created", customer, "o-2"), "not json", "[1]", "[2]", "[3]")
     old_inbox = InboxMessage.objects.first()
     InboxMessage.objects.filter(pk=old_inbox.pk).update(received_at=timezone.now() - timedelta(days=31))
-    DeadLetter.objects.update(last_seen_at=timezone.now() - timedelta(days=91))
+    long_ago, lately = timezone.now() - timedelta(days=91), timezone.now() - timedelta(days=1)
+    parked, discarded, replayed, recent = DeadLetter.objects.order_by("id")
+    DeadLetter.objects.update(last_seen_at=long_ago, received_at=long_ago)
+    inbound.discard_dead_letters(ids=[discarded.pk], actor_label="staff:ops")
+    DeadLetter.objects.filter(pk=discarded.pk).update(resolved_at=long_ago)
+    DeadLetter.objects.filter(pk=replayed.pk).update(status=DeadLetterStatus.REPLAYED, resolved_at=long_ago)
+    DeadLetter.objects.filter(pk=recent.pk).update(status=DeadLetterStatus.REPLAYED, resolved_at=lately)
     counts = tasks.prune_events.delay().get()
-    assert (counts["inbox"], counts["dead_letters"]) == (1, 1)
-    assert InboxMessage.objects.count() == 1 and not DeadLetter.objects.exists()
+    assert (counts["inbox"], counts["dead_letters"]) == (1, 2)
+    assert InboxMessage.objects.count() == 1
+    # An unresolved one stays visible however old; a recently resolved one stays for the retention period.
+    assert set(DeadLetter.objects.values_list("pk", flat=True)) == {parked.pk, recent.pk}
