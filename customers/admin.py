@@ -736,25 +736,25 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
     # ------------------------------------------------------------ exports
 
     def _export(self, request, queryset, fmt: str):
-        queryset = queryset.order_by()
-        count = queryset.count()
-        if fmt == ExportFormat.XLSX and count > 1_000_000:
-            self.message_user(request, "A spreadsheet holds at most a million rows: export CSV.", messages.ERROR)
+        try:
+            started = bulk_export.export_start(user=request.user, queryset=queryset, fmt=fmt)
+        except ApplicationError as error:
+            self.message_user(request, error.message, messages.ERROR)
             return None
-        if count > bulk_export.DIRECT_EXPORT_LIMIT:
-            job = bulk_export.export_job_create(user=request.user, queryset=queryset, fmt=fmt)
+        if started.job is not None:
+            job_url = reverse("admin:customers_customerexportjob_change", args=[started.job.pk])
             self.message_user(
                 request,
                 format_html(
                     "{} customers: the export runs in the background. <a href=\"{}\">Follow its progress</a>; "
                     "the download link appears there when it is done.",
-                    f"{count:,}",
-                    reverse("admin:customers_customerexportjob_change", args=[job.pk]),
+                    f"{started.count:,}",
+                    job_url,
                 ),
                 messages.SUCCESS,
             )
-            return HttpResponseRedirect(reverse("admin:customers_customerexportjob_change", args=[job.pk]))
-        body, content_type = bulk_export.stream_direct(user=request.user, queryset=queryset, fmt=fmt)
+            return HttpResponseRedirect(job_url)
+        body, content_type = started.body, started.content_type
         response = (
             HttpResponse(body, content_type=content_type)
             if isinstance(body, bytes)

@@ -20,13 +20,14 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC as dt_timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from customers.access_log import access_log_record_selection
@@ -38,6 +39,9 @@ from customers.models import AccessAction, CustomerExportJob, ExportFormat, Expo
 logger = logging.getLogger(__name__)
 
 DIRECT_EXPORT_LIMIT = 10_000  # above this, a Celery job writes the file
+STALE_AFTER_MINUTES = 30  # a running job without a heartbeat this long lost its worker
+MAX_ATTEMPTS = 3  # runs of one job before the sweep gives up on it
+XLSX_MAX_ROWS = 1_048_575  # a worksheet holds 1,048,576 rows, the header being one of them
 PROGRESS_EVERY_BYTES = 8 * 1024 * 1024  # a running job reports its progress this often
 PROGRESS_EVERY_ROWS = 50_000
 ALL_CUSTOMERS = ""  # the selection of a queryset without filters: no `IN (…)` to join against
@@ -191,6 +195,34 @@ def stream_direct(*, user, queryset: QuerySet, fmt: str) -> tuple[Iterator[bytes
     return buffer.getvalue(), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
+@dataclass
+class ExportStarted:
+    """What `export_start` did: streamed `body` now (small) or queued `job` (large)."""
+
+    count: int
+    job: CustomerExportJob | None = None
+    body: object = None  # bytes (XLSX) or an iterator of CSV chunks
+    content_type: str = ""
+
+
+def export_start(*, user, queryset: QuerySet, fmt: str) -> ExportStarted:
+    """Export a selection: up to DIRECT_EXPORT_LIMIT rows in the response, more as a job; XLSX up to a sheet."""
+    if fmt not in ExportFormat.values:
+        raise ValidationFailed("Unknown export format.", errors={"format": ["csv or xlsx"]})
+    columns_for(user)  # refuses before counting
+    queryset = queryset.order_by()
+    count = queryset.count()
+    if fmt == ExportFormat.XLSX and count > XLSX_MAX_ROWS:
+        raise ValidationFailed(
+            f"A spreadsheet holds at most {XLSX_MAX_ROWS:,} rows ({count:,} selected): export CSV.",
+            code="EXPORT_TOO_LARGE",
+        )
+    if count > DIRECT_EXPORT_LIMIT:
+        return ExportStarted(count=count, job=export_job_create(user=user, queryset=queryset, fmt=fmt))
+    body, content_type = stream_direct(user=user, queryset=queryset, fmt=fmt)
+    return ExportStarted(count=count, body=body, content_type=content_type)
+
+
 # ---------------------------------------------------------------- jobs
 
 
@@ -233,9 +265,34 @@ def _claim(job_id) -> CustomerExportJob | None:
         if job is None:
             return None
         job.status = ExportJobStatus.RUNNING
-        job.started_at = timezone.now()
-        job.save(update_fields=["status", "started_at"])
+        job.started_at = job.heartbeat_at = timezone.now()
+        job.attempts += 1
+        job.save(update_fields=["status", "started_at", "heartbeat_at", "attempts"])
+    cache.delete(progress_key(job.pk))  # a previous, lost run's progress
+    _beat(job)
     return job
+
+
+def heartbeat_key(job_id) -> str:
+    return f"customer-export-heartbeat:{job_id}"
+
+
+def _beat(job: CustomerExportJob) -> None:
+    """The worker is alive (to the cache: while it copies, its database connection is busy)."""
+    cache.set(heartbeat_key(job.pk), timezone.now().timestamp(), timeout=24 * 3600)
+
+
+def _stale_after() -> timedelta:
+    return timedelta(minutes=getattr(settings, "CUSTOMER_EXPORT_STALE_MINUTES", STALE_AFTER_MINUTES))
+
+
+def _max_attempts() -> int:
+    return getattr(settings, "CUSTOMER_EXPORT_MAX_ATTEMPTS", MAX_ATTEMPTS)
+
+
+def _mine(job: CustomerExportJob):
+    """This run's job row: nothing matches once the sweep handed the job to another run."""
+    return CustomerExportJob.objects.filter(pk=job.pk, status=ExportJobStatus.RUNNING, attempts=job.attempts)
 
 
 def progress_key(job_id) -> str:
@@ -245,6 +302,7 @@ def progress_key(job_id) -> str:
 def _progress(job: CustomerExportJob, done: int) -> None:
     """While the worker writes, progress goes to the cache (the database connection is busy copying)."""
     cache.set(progress_key(job.pk), min(done, job.rows_total), timeout=24 * 3600)
+    _beat(job)
 
 
 def rows_done(job: CustomerExportJob) -> int:
@@ -276,9 +334,9 @@ def export_job_run(*, job_id) -> CustomerExportJob | None:
         return None
     try:
         job.rows_total = selection_count(job.selection_sql, job.selection_params)
-        CustomerExportJob.objects.filter(pk=job.pk).update(rows_total=job.rows_total)
+        _mine(job).update(rows_total=job.rows_total, heartbeat_at=timezone.now())
         path = export_directory() / f"{job.pk}.{job.format}"
-        temporary = path.with_suffix(".part")
+        temporary = path.with_suffix(f".{job.attempts}.part")  # a lost run's file is not this run's
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.close(descriptor)
         if job.format == ExportFormat.CSV:
@@ -286,8 +344,13 @@ def export_job_run(*, job_id) -> CustomerExportJob | None:
         else:
             with temporary.open("wb") as handle:
                 write_xlsx(handle, job.columns, job.selection_sql, job.selection_params, lambda n: _progress(job, n))
-        temporary.replace(path)
         with transaction.atomic():
+            if _mine(job).select_for_update().first() is None:  # recovered meanwhile: the newer run finishes
+                temporary.unlink(missing_ok=True)
+                logger.warning("customer export %s was handed to another run; this run's file dropped", job.pk)
+                job.refresh_from_db()
+                return job
+            temporary.replace(path)
             access_log_record_selection(
                 user=job.requested_by,
                 selection_sql=job.selection_sql,
@@ -296,18 +359,18 @@ def export_job_run(*, job_id) -> CustomerExportJob | None:
                 reference=str(job.pk),
             )
             now = timezone.now()
-            CustomerExportJob.objects.filter(pk=job.pk).update(
+            _mine(job).update(
                 status=ExportJobStatus.DONE,
                 rows_done=job.rows_total,
                 file_path=str(path),
                 finished_at=now,
+                heartbeat_at=now,
                 expires_at=now + timedelta(days=settings.CUSTOMER_EXPORT_RETENTION_DAYS),
             )
     except Exception as error:
         logger.exception("customer export %s failed", job.pk)
-        CustomerExportJob.objects.filter(pk=job.pk).update(
-            status=ExportJobStatus.FAILED, error=type(error).__name__, finished_at=timezone.now()
-        )
+        _mine(job).update(status=ExportJobStatus.FAILED, error=type(error).__name__, finished_at=timezone.now())
+        Path(export_directory() / f"{job.pk}.{job.attempts}.part").unlink(missing_ok=True)
     job.refresh_from_db()
     return job
 
@@ -332,24 +395,59 @@ def export_job_download(*, user, job_id) -> CustomerExportJob:
 
 
 def export_jobs_purge(*, now=None) -> int:
-    """Remove expired export files (and their jobs)."""
+    """Remove expired export files and their jobs; failed jobs and jobs queued but never run, once as old as
+    the retention. Deleting the row drops its selection too (its parameters may hold a searched email)."""
     now = now or timezone.now()
-    expired = list(CustomerExportJob.objects.filter(expires_at__lt=now))
-    for job in expired:
+    old = now - timedelta(days=settings.CUSTOMER_EXPORT_RETENTION_DAYS)
+    gone = list(
+        CustomerExportJob.objects.filter(
+            Q(expires_at__lt=now)
+            | Q(status=ExportJobStatus.FAILED, created_at__lt=old)
+            | Q(status=ExportJobStatus.QUEUED, created_at__lt=old)
+        ).only("pk", "file_path", "attempts")
+    )
+    for job in gone:
         if job.file_path:
             Path(job.file_path).unlink(missing_ok=True)
-    CustomerExportJob.objects.filter(pk__in=[job.pk for job in expired]).delete()
-    return len(expired)
+        for attempt in range(job.attempts + 1):  # any run's unfinished file
+            Path(export_directory() / f"{job.pk}.{attempt}.part").unlink(missing_ok=True)
+    CustomerExportJob.objects.filter(pk__in=[job.pk for job in gone]).delete()
+    return len(gone)
+
+
+def running_jobs_recover(*, now=None) -> dict[str, list]:
+    """Jobs left RUNNING by a worker that died (no heartbeat for STALE_AFTER_MINUTES): back to the queue,
+    or failed after MAX_ATTEMPTS runs. Returns the ids of both. A run that was only slow finds its job
+    handed over when it ends and drops its file (see `_mine`)."""
+    now = now or timezone.now()
+    limit = now - _stale_after()
+    outcome: dict[str, list] = {"requeued": [], "failed": []}
+    candidates = CustomerExportJob.objects.filter(status=ExportJobStatus.RUNNING, heartbeat_at__lt=limit)
+    for job in candidates.only("pk", "attempts"):
+        beat = cache.get(heartbeat_key(job.pk))
+        lost = CustomerExportJob.objects.filter(pk=job.pk, status=ExportJobStatus.RUNNING, attempts=job.attempts)
+        if beat is not None and beat >= limit.timestamp():  # alive: it beats to the cache while copying
+            lost.update(heartbeat_at=datetime.fromtimestamp(beat, tz=dt_timezone.utc))
+            continue
+        if job.attempts >= _max_attempts():
+            if lost.update(status=ExportJobStatus.FAILED, error="WorkerLost", finished_at=now):
+                outcome["failed"].append(job.pk)
+        elif lost.update(status=ExportJobStatus.QUEUED, heartbeat_at=None):
+            outcome["requeued"].append(job.pk)
+    return outcome
 
 
 def queued_jobs_requeue(*, older_than: timedelta = timedelta(minutes=5)) -> int:
-    """Jobs whose task was lost (a broker outage at commit): queue them again."""
+    """Jobs whose task was lost (a broker outage at commit, or a worker that died running it): queue them
+    again."""
+    recovered = running_jobs_recover()["requeued"]
     stale = CustomerExportJob.objects.filter(
         status=ExportJobStatus.QUEUED, created_at__lt=timezone.now() - older_than
-    ).values_list("pk", flat=True)
-    for job_id in stale:
+    ).exclude(pk__in=recovered)
+    job_ids = [*recovered, *stale.values_list("pk", flat=True)]
+    for job_id in job_ids:
         _queue(job_id)
-    return len(stale)
+    return len(job_ids)
 
 
 def csv_header(names: list[str]) -> bytes:

@@ -779,6 +779,10 @@ class CustomerExportJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
+    # A worker that dies leaves its job running: after a while without a heartbeat the sweep puts it
+    # back in the queue, a few times at most (customers.bulk_export.running_jobs_recover).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]

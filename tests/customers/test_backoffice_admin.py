@@ -280,6 +280,121 @@ def test_a_large_export_becomes_a_job_with_progress_and_a_download(
     assert bulk_export.export_jobs_purge() == 1 and not Path(job.file_path).exists()
 
 
+def test_export_start_decides_direct_job_and_the_spreadsheet_cap(client, staff, monkeypatch):
+    from customers.errors import ValidationFailed
+
+    monkeypatch.setattr(bulk_export, "DIRECT_EXPORT_LIMIT", 2)
+    monkeypatch.setattr(bulk_export, "XLSX_MAX_ROWS", 2)
+    officer = staff(COMPLIANCE, "officer")
+    first, second = CustomerFactory(), CustomerFactory()
+    small = bulk_export.export_start(user=officer, queryset=Customer.objects.all(), fmt="csv")
+    assert small.job is None and small.count == 2 and small.content_type.startswith("text/csv")
+    assert b"".join(small.body).count(b"\n") == 3
+    CustomerFactory()
+    large = bulk_export.export_start(user=officer, queryset=Customer.objects.all(), fmt="csv")
+    assert large.job is not None and large.count == 3 and large.body is None
+    with pytest.raises(ValidationFailed) as refused:
+        bulk_export.export_start(user=officer, queryset=Customer.objects.all(), fmt="xlsx")
+    assert refused.value.code == "EXPORT_TOO_LARGE"
+    client.force_login(officer)  # the admin only shows the service's answer
+    response = _action(client, "export_xlsx", [first, second], select_across="1", index="0")
+    assert response.status_code == 302 and CustomerExportJob.objects.count() == 1
+    assert "at most 2 rows" in client.get(response["Location"]).content.decode()
+
+
+def _lost_worker(job, *, minutes_ago=60):
+    """The worker claimed the job and died: no heartbeat since."""
+    from datetime import timedelta
+
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    claimed = bulk_export._claim(job.pk)
+    assert claimed is not None and claimed.status == "running"
+    cache.delete(bulk_export.heartbeat_key(job.pk))
+    CustomerExportJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=minutes_ago))
+
+
+def test_a_job_left_running_by_a_dead_worker_is_run_again(staff, django_capture_on_commit_callbacks):
+    officer = staff(COMPLIANCE, "officer")
+    customers = [CustomerFactory() for _ in range(3)]
+    job = bulk_export.export_job_create(user=officer, queryset=Customer.objects.all(), fmt="csv")  # not run
+    _lost_worker(job)
+    assert bulk_export._claim(job.pk) is None  # a running job is not claimed twice
+    assert bulk_export.queued_jobs_requeue() == 1  # eager Celery: runs it again at once
+    job.refresh_from_db()
+    assert job.status == "done" and job.attempts == 2 and Path(job.file_path).exists()
+    assert AccessLog.objects.filter(reference=str(job.pk), action="export").count() == len(customers)
+    assert not list(Path(job.file_path).parent.glob("*.part"))
+
+
+def test_a_running_job_with_a_fresh_heartbeat_is_left_alone_and_a_hopeless_one_fails(staff, settings):
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    officer = staff(COMPLIANCE, "officer")
+    CustomerFactory()
+    alive = bulk_export.export_job_create(user=officer, queryset=Customer.objects.all(), fmt="csv")
+    _lost_worker(alive)
+    cache.set(bulk_export.heartbeat_key(alive.pk), timezone.now().timestamp())  # it copies, beating to the cache
+    assert bulk_export.running_jobs_recover() == {"requeued": [], "failed": []}
+    alive.refresh_from_db()
+    assert alive.status == "running" and alive.heartbeat_at > timezone.now() - bulk_export._stale_after()
+
+    settings.CUSTOMER_EXPORT_MAX_ATTEMPTS = 1
+    hopeless = bulk_export.export_job_create(user=officer, queryset=Customer.objects.all(), fmt="csv")
+    _lost_worker(hopeless)
+    assert bulk_export.running_jobs_recover() == {"requeued": [], "failed": [hopeless.pk]}
+    hopeless.refresh_from_db()
+    assert hopeless.status == "failed" and hopeless.error == "WorkerLost"
+
+
+def test_a_slow_run_overtaken_by_the_sweep_drops_its_file(staff, monkeypatch):
+    officer = staff(COMPLIANCE, "officer")
+    CustomerFactory()
+    job = bulk_export.export_job_create(user=officer, queryset=Customer.objects.all(), fmt="csv")
+    real_write = bulk_export.write_csv_file
+
+    def overtaken(path, *args, **kwargs):  # while this run copies, the sweep gives the job to a new run
+        written = real_write(path, *args, **kwargs)
+        CustomerExportJob.objects.filter(pk=job.pk).update(status="queued", attempts=5)
+        return written
+
+    monkeypatch.setattr(bulk_export, "write_csv_file", overtaken)
+    bulk_export.export_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "queued" and not job.file_path
+    assert not AccessLog.objects.filter(reference=str(job.pk)).exists()
+    assert not list(bulk_export.export_directory().glob(f"{job.pk}*"))
+
+
+def test_purge_removes_failed_and_forgotten_queued_jobs_with_their_selection(staff, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    officer = staff(COMPLIANCE, "officer")
+    CustomerFactory(email="searched@example.com")
+    selection = Customer.objects.filter(email__icontains="searched@example.com")
+    old = timezone.now() - timedelta(days=settings.CUSTOMER_EXPORT_RETENTION_DAYS + 1)
+    failed, forgotten, recent, done = (
+        bulk_export.export_job_create(user=officer, queryset=selection, fmt="csv") for _ in range(4)
+    )
+    CustomerExportJob.objects.filter(pk=failed.pk).update(status="failed", created_at=old)
+    CustomerExportJob.objects.filter(pk=forgotten.pk).update(created_at=old)
+    CustomerExportJob.objects.filter(pk=done.pk).update(
+        status="done", created_at=old, expires_at=timezone.now() + timedelta(days=1)
+    )
+    part = bulk_export.export_directory() / f"{failed.pk}.1.part"
+    part.write_bytes(b"half a file")
+    CustomerExportJob.objects.filter(pk=failed.pk).update(attempts=1)
+    assert bulk_export.export_jobs_purge() == 2
+    assert set(CustomerExportJob.objects.values_list("pk", flat=True)) == {recent.pk, done.pk}
+    assert not part.exists()
+    leftover = CustomerExportJob.objects.filter(selection_params__icontains="searched@example.com")
+    assert set(leftover.values_list("pk", flat=True)) == {recent.pk, done.pk}
+
+
 # ---------------------------------------------------------------- bulk work
 
 
