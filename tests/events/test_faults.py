@@ -25,7 +25,7 @@ from django.db import connection, transaction
 
 from customers import events
 from customers.messaging.consumer import InboundConsumer
-from customers.models import Customer, CustomerOrder, InboxMessage, OutboxEvent
+from customers.models import Customer, CustomerActivity, CustomerOrder, DeadLetter, InboxMessage, OutboxEvent
 from tests.events.conftest import Tap
 from tests.factories import CustomerFactory
 
@@ -197,3 +197,114 @@ def test_relays_killed_mid_batch_lose_nothing_and_each_event_is_applied_once(bro
         c.pk: per_customer.get(c.pk, 0) for c in customers
     }
     assert time.monotonic() - started < RELAY_PHASE + CONSUMER_PHASE + 5
+
+
+def consumer_in_batch(name: str) -> bool:
+    """The consumer is inside a batch's transaction (inbox written, effects under way, not committed)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = %s AND xact_start IS NOT NULL"
+            " AND state IN ('active', 'idle in transaction')",
+            [name],
+        )
+        return cursor.fetchone() is not None
+
+
+CONSUMER_EVENTS = 1200
+CONSUMER_KILLS = 6
+CONSUMER_KILL_PHASE = 30  # seconds
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_consumers_killed_mid_batch_apply_each_event_exactly_once(broker_url, names, settings):
+    """SIGKILL `consume_events` inside its batch transaction, again and again: nothing counts twice or never.
+
+    Loyalty points add up, so one event applied twice (or lost) changes the total; orders count
+    once per order. A tenth of the messages are also published twice, as a producer retrying would.
+    """
+    from tests.events.conftest import envelope, publish_inbound
+
+    started = time.monotonic()
+    settings.EVENTS_BROKER_URL = broker_url
+    settings.EVENTS_REDIS_VISIBILITY_TIMEOUT = 2
+    customers = [CustomerFactory(email=f"k{i}@example.com") for i in range(6)]
+    keys = ["order.created.v1", "loyalty.points.earned.v1"]
+    final = InboundConsumer(
+        url=broker_url, exchange=names.inbound_exchange, queue=names.queue, routing_keys=keys, batch_size=100
+    )
+    final.declare()
+
+    rng = random.Random(11)
+    bodies, expected_points, expected_orders = [], Counter(), Counter()
+    for number in range(CONSUMER_EVENTS):
+        customer = rng.choice(customers)
+        if number % 2:
+            points = rng.randint(1, 50)
+            data = {
+                "customer_id": str(customer.pk),
+                "points": points,
+                "reason": "x",
+                "occurred_at": "2026-01-01T00:00:00+00:00",
+            }
+            bodies.append(envelope("loyalty.points.earned.v1", data, source="loyalty"))
+            expected_points[customer.pk] += points
+        else:
+            bodies.append(envelope("order.created.v1", {**order_data(customer, number), "order_id": f"kill-{number}"}))
+            expected_orders[customer.pk] += 1
+    again = rng.sample(bodies, CONSUMER_EVENTS // 10)
+    publish_inbound(broker_url, names.inbound_exchange, bodies + again)
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}",
+        "EVENTS_BROKER_URL": broker_url,
+        "EVENTS_INBOUND_EXCHANGE": names.inbound_exchange,
+        "EVENTS_INBOUND_QUEUE": names.queue,
+        "EVENTS_REDIS_VISIBILITY_TIMEOUT": "2",
+    }
+    forker = subprocess.Popen(
+        [sys.executable, "-m", "tests.events.relay_forker"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    def spawn() -> tuple[str, int]:
+        name = f"fault-consumer-{uuid.uuid4().hex[:8]}"
+        forker.stdin.write(f"consumer {name}\n")
+        forker.stdin.flush()
+        return name, int(forker.stdout.readline())
+
+    kills = 0
+    consumers = [spawn(), spawn()]
+    try:
+        while kills < CONSUMER_KILLS and time.monotonic() - started < CONSUMER_KILL_PHASE:
+            for index, (name, pid) in enumerate(consumers):
+                if consumer_in_batch(name):
+                    time.sleep(rng.uniform(0, 0.01))  # before or after the commit, before the ack
+                    os.kill(pid, signal.SIGKILL)
+                    kills += 1
+                    consumers[index] = spawn()
+            time.sleep(0.002)
+    finally:
+        forker.stdin.write("quit\n")
+        forker.stdin.flush()
+        try:
+            forker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            forker.kill()
+    assert kills >= CONSUMER_KILLS, f"only {kills} consumers caught inside a batch"
+
+    # What the killed ones left unacknowledged comes back (Redis: after the visibility timeout).
+    final.run(idle_seconds=4, max_seconds=CONSUMER_PHASE)
+    assert InboxMessage.objects.count() == CONSUMER_EVENTS
+    assert not DeadLetter.objects.exists()
+    found = {c.pk: (c.loyalty_points, c.order_count) for c in Customer.objects.filter(pk__in=[c.pk for c in customers])}
+    assert found == {c.pk: (expected_points[c.pk], expected_orders[c.pk]) for c in customers}
+    inbound_entries = CustomerActivity.objects.filter(event_id__in=[body["event_id"] for body in bodies])
+    assert inbound_entries.count() == CONSUMER_EVENTS
+    print(f"{kills} consumers killed mid-batch; {CONSUMER_EVENTS} events applied once each")
+    assert time.monotonic() - started < CONSUMER_KILL_PHASE + CONSUMER_PHASE + 15
