@@ -16,6 +16,10 @@ from privacy import services
 from privacy.models import DataSubjectRequest, RequestKind
 
 OWN_OR_ADMIN = f"A customer's own token (`customer_id` claim) needs `{{scope}}`; any other token needs `{SCOPE_ADMIN}`."
+FILING = (
+    f"Any token with `{SCOPE_WRITE}` may file access, portability, rectification, restriction and objection "
+    f"requests; erasure needs the customer's own token or `{SCOPE_ADMIN}`."
+)
 
 
 class PrivacyRequestSerializer(serializers.ModelSerializer):
@@ -49,17 +53,37 @@ class FileRequestSerializer(StrictSerializer):
     notes = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 
-def require_own_or_admin(actor: Actor, customer_id) -> None:
-    if actor.customer_id is not None:
-        return  # the selector answers 404 for anyone but the token's own customer
+# ---------------------------------------------------------------- who may do what (the one place)
+
+FILE = "file"  # any kind but erasure
+FILE_ERASURE = "file_erasure"
+LIST = "list"
+READ = "read"
+DOWNLOAD = "download"
+LIFT_RESTRICTION = "lift_restriction"
+# What a token without a `customer_id` claim may do with `customers:write` alone (HasScope checks the scope).
+WRITE_SCOPE_ENOUGH = frozenset({FILE})
+
+
+def authorize(actor: Actor, action: str) -> None:
+    """The privacy API's authorization rules, in one place.
+
+    - A customer's own token may do everything to its own customer (the selectors answer 404 for any
+      other customer, so it never learns they exist); HasScope has checked read/write for the method.
+    - Any other token (a storefront or service) may file access, portability, rectification, restriction
+      and objection requests with `customers:write`.
+    - Erasure, listing a customer's requests, reading a request, downloading the export and lifting a
+      restriction need `customers:admin` unless the token is the customer's own.
+    """
+    if actor.customer_id is not None or action in WRITE_SCOPE_ENOUGH:
+        return
     if not actor.has_scope(SCOPE_ADMIN):
-        raise Forbidden(f"Privacy requests of other customers need {SCOPE_ADMIN}.")
+        raise Forbidden(f"This privacy operation on another customer's data needs {SCOPE_ADMIN}.")
 
 
 def _file(request, customer_id, kind: str, notes: str = "") -> Response:
     actor: Actor = request.auth
-    if kind == RequestKind.ERASURE or actor.customer_id is None:
-        require_own_or_admin(actor, customer_id)
+    authorize(actor, FILE_ERASURE if kind == RequestKind.ERASURE else FILE)
     privacy_request, created = services.privacy_request_file(
         actor=actor, customer_id=customer_id, kind=kind, notes=notes
     )
@@ -75,8 +99,7 @@ class CustomerPrivacyRequests(APIView):
         summary="File a data-subject request",
         description=(
             "Access and portability start an export at once; restriction and objection apply at once; erasure "
-            "waits for compliance approval. Filing the same open request again returns it (200). "
-            + OWN_OR_ADMIN.format(scope=SCOPE_WRITE)
+            "waits for compliance approval. Filing the same open request again returns it (200). " + FILING
         ),
         request=FileRequestSerializer,
         responses={
@@ -99,7 +122,7 @@ class CustomerPrivacyRequests(APIView):
         },
     )
     def get(self, request, customer_id):
-        require_own_or_admin(request.auth, customer_id)
+        authorize(request.auth, LIST)
         requests = services.privacy_requests_of(actor=request.auth, customer_id=customer_id)
         return Response(PrivacyRequestSerializer(requests, many=True).data)
 
@@ -114,6 +137,7 @@ class PrivacyRequestDetail(APIView):
         },
     )
     def get(self, request, request_id):
+        authorize(request.auth, READ)
         privacy_request = services.privacy_request_get(actor=request.auth, request_id=request_id)
         return Response(PrivacyRequestSerializer(privacy_request).data)
 
@@ -134,7 +158,7 @@ class CustomerData(APIView):
         },
     )
     def get(self, request, customer_id):
-        require_own_or_admin(request.auth, customer_id)
+        authorize(request.auth, DOWNLOAD)
         privacy_request, document = services.privacy_latest_export(actor=request.auth, customer_id=customer_id)
         if document is not None:
             services.privacy_export_downloaded(actor=request.auth, request=privacy_request)
@@ -201,7 +225,7 @@ class RestrictionSerializer(serializers.Serializer):
 def customer_lift_restriction(request, customer_id):
     payload = LiftRestrictionSerializer(data=request.data)
     payload.is_valid(raise_exception=True)
-    require_own_or_admin(request.auth, customer_id)
+    authorize(request.auth, LIFT_RESTRICTION)
     customer = services.privacy_lift_restriction(
         actor=request.auth, customer_id=customer_id, reason=payload.validated_data["reason"]
     )

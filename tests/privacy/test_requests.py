@@ -146,3 +146,49 @@ class TestApi:
         a = CustomerFactory(email="a@example.com")
         response = api_client([SCOPE_READ], customer=a).get(f"/api/v1/customers/{a.pk}/data")
         assert response.status_code == 404 and response.json()["code"] == "EXPORT_NOT_FOUND"
+
+
+class TestStorefrontToken:
+    """A storefront (service) token without a customer_id claim, with customers:write."""
+
+    @pytest.mark.parametrize("kind", ["access", "portability"])
+    def test_files_export_requests(self, api_client, kind, django_capture_on_commit_callbacks, settings, tmp_path):
+        settings.PRIVACY_EXPORT_DIR = str(tmp_path)
+        customer = CustomerFactory(email="a@example.com")
+        storefront = api_client([SCOPE_READ, SCOPE_WRITE], subject="storefront")
+        with django_capture_on_commit_callbacks(execute=True):
+            response = storefront.post(
+                f"/api/v1/customers/{customer.pk}/privacy-requests", {"kind": kind}, format="json"
+            )
+        assert response.status_code == 202, response.content
+        assert response.json()["kind"] == kind
+        request = DataSubjectRequest.objects.get(pk=response.json()["id"])
+        assert request.filed_by == "token:storefront" and request.status == RequestStatus.COMPLETED
+
+    def test_still_needs_admin_for_erasure_listing_and_reading(self, api_client):
+        customer = CustomerFactory(email="a@example.com")
+        storefront = api_client([SCOPE_READ, SCOPE_WRITE], subject="storefront")
+        base = f"/api/v1/customers/{customer.pk}"
+        for response in [
+            storefront.post(f"{base}/privacy-requests", {"kind": "erasure"}, format="json"),
+            storefront.delete(f"{base}/data"),
+            storefront.post(f"{base}/erasure"),
+            storefront.get(f"{base}/privacy-requests"),
+            storefront.get(f"{base}/data"),
+        ]:
+            assert response.status_code == 403 and response.json()["code"] == "PERMISSION_DENIED"
+        assert not DataSubjectRequest.objects.filter(kind="erasure").exists()
+
+    def test_read_scope_alone_cannot_file(self, api_client):
+        customer = CustomerFactory(email="a@example.com")
+        reader = api_client([SCOPE_READ], subject="storefront")
+        response = reader.post(f"/api/v1/customers/{customer.pk}/privacy-requests", {"kind": "access"}, format="json")
+        assert response.status_code == 403
+        assert not DataSubjectRequest.objects.exists()
+
+    def test_unknown_customer_is_404(self, api_client):
+        storefront = api_client([SCOPE_READ, SCOPE_WRITE], subject="storefront")
+        response = storefront.post(
+            "/api/v1/customers/00000000-0000-4000-8000-000000000000/privacy-requests", {"kind": "access"}, format="json"
+        )
+        assert response.status_code == 404 and response.json()["code"] == "CUSTOMER_NOT_FOUND"
