@@ -1,9 +1,20 @@
-"""What each inbound event does to our data, set-based for a whole batch.
+"""What each inbound event does to our data, set-based for a whole batch: the write use-cases.
 
 Called by `inbound.apply_batch` inside the batch's transaction, after the inbox has filtered out
-duplicates. Each family collects its work in a `Batch`; `Batch.finish` then recomputes the metrics
-of every touched customer in one UPDATE, records one `customer.metrics.updated.v1` per customer
-whose metrics changed, drops their cached representations and writes the activity entries.
+duplicates. Like every service, each entry point is named `<entity>_<action>` and takes keyword-only
+arguments with the acting user (`actor`: the inbound events' system actor), which the events it
+records and the customer services it calls carry:
+
+- `customer_orders_apply`, `customer_support_cases_apply`, `customer_loyalty_points_apply`;
+- `customer_identity_link` (create the customer, or link the one with that email) and
+  `customer_identity_delete` (deactivate, request erasure);
+- `customer_metrics_recompute` (also used by merges).
+
+Each collects its work in a `Batch`; `Batch.finish` then recomputes the metrics of every touched
+customer in one UPDATE, records one `customer.metrics.updated.v1` per customer whose metrics
+changed, drops their cached representations and writes the activity entries. Profile and status
+changes go through `customers.services` (validation, history, events); only the derived metrics,
+order and case rows are written here in set-based SQL, for the ingestion rate.
 
 Order metrics are derived from one `CustomerOrder` row per order, never incremented, so they are
 right whatever the delivery order or duplication: a later event for an order only wins if its
@@ -89,8 +100,10 @@ class Batch:
     def reject(self, message, reason: str, error: str = "") -> None:
         self.rejected.append(Rejection(message, reason, error))
 
-    def finish(self) -> list[UUID]:
-        changed = recompute_metrics(sorted(self.customers | set(self.loyalty)), self.loyalty)
+    def finish(self, *, actor: Actor) -> list[UUID]:
+        changed = customer_metrics_recompute(
+            actor=actor, customer_ids=sorted(self.customers | set(self.loyalty)), loyalty_deltas=self.loyalty
+        )
         if self.activities:
             with connection.cursor() as cursor:
                 cursor.execute(
@@ -189,7 +202,8 @@ def _money(value) -> Decimal:
     return Decimal(str(value)).quantize(Decimal("0.01"))
 
 
-def apply_orders(batch: Batch, messages: list) -> None:
+def customer_orders_apply(*, actor: Actor, batch: Batch, messages: list) -> None:
+    """Orders created, completed, cancelled, refunded: one row per order, the latest state wins."""
     latest: dict[str, tuple] = {}
     for message, customer_id in _resolved(batch, messages):
         data = message.data
@@ -236,7 +250,8 @@ def apply_orders(batch: Batch, messages: list) -> None:
         )
 
 
-def apply_support(batch: Batch, messages: list) -> None:
+def customer_support_cases_apply(*, actor: Actor, batch: Batch, messages: list) -> None:
+    """Support cases closed: one row per case (the latest closing wins), feeding the satisfaction score."""
     latest: dict[str, tuple] = {}
     for message, customer_id in _resolved(batch, messages):
         data = message.data
@@ -266,7 +281,8 @@ def apply_support(batch: Batch, messages: list) -> None:
         )
 
 
-def apply_loyalty(batch: Batch, messages: list) -> None:
+def customer_loyalty_points_apply(*, actor: Actor, batch: Batch, messages: list) -> None:
+    """Loyalty points earned or redeemed, added up per customer for the batch."""
     # Points add up, so order does not matter; the inbox makes each event count once.
     for message, customer_id in _resolved(batch, messages):
         points = message.data["points"]
@@ -281,7 +297,7 @@ def apply_loyalty(batch: Batch, messages: list) -> None:
         )
 
 
-def apply_identity_registered(batch: Batch, messages: list) -> None:
+def customer_identity_link(*, actor: Actor, batch: Batch, messages: list) -> None:
     """Create the customer, or link the existing one with that email (one savepoint per message)."""
     for message in sorted(messages, key=lambda m: m.occurred_at):
         data = message.data
@@ -294,7 +310,7 @@ def apply_identity_registered(batch: Batch, messages: list) -> None:
                 if existing is None:
                     batch.arrived.add(user_id)
                     services.customer_create(
-                        actor=INBOUND_ACTOR,
+                        actor=actor,
                         email=data["email"],
                         first_name=data.get("first_name") or "",
                         last_name=data.get("last_name") or "",
@@ -305,15 +321,13 @@ def apply_identity_registered(batch: Batch, messages: list) -> None:
                     batch.reject(message, "EXTERNAL_ID_CONFLICT", "the customer with this email has another user id")
                 else:
                     batch.arrived.add(user_id)
-                    services.customer_update(
-                        actor=INBOUND_ACTOR, customer_id=existing.pk, changes={"external_id": user_id}
-                    )
+                    services.customer_update(actor=actor, customer_id=existing.pk, changes={"external_id": user_id})
         except ApplicationError as error:
             batch.arrived.discard(user_id)
             batch.reject(message, error.code, f"{error.code} from the customer service rules")
 
 
-def apply_identity_deleted(batch: Batch, messages: list) -> None:
+def customer_identity_delete(*, actor: Actor, batch: Batch, messages: list) -> None:
     """Deactivate the customer and ask privacy to erase it (privacy holds it while orders are open)."""
     for message in sorted(messages, key=lambda m: m.occurred_at):
         customer = Customer.objects.filter(external_id=message.data["user_id"]).first()
@@ -328,7 +342,7 @@ def apply_identity_deleted(batch: Batch, messages: list) -> None:
                     continue
                 if customer.status == CustomerStatus.ACTIVE:
                     services.customer_deactivate(
-                        actor=INBOUND_ACTOR, customer_id=customer.pk, reason="User deleted in the identity service"
+                        actor=actor, customer_id=customer.pk, reason="User deleted in the identity service"
                     )
                 events.record(
                     event_type=events.CUSTOMER_ERASURE_REQUESTED,
@@ -340,7 +354,7 @@ def apply_identity_deleted(batch: Batch, messages: list) -> None:
                         "reason": "identity.user.deleted",
                         "has_open_orders": selectors.customer_has_open_orders(customer.pk),
                     },
-                    actor=INBOUND_ACTOR,
+                    actor=actor,
                 )
         except ApplicationError as error:
             batch.reject(message, error.code, f"{error.code} from the customer service rules")
@@ -432,7 +446,9 @@ def _metrics_payload(customer_id: UUID, version: int, values: dict, changed: lis
     }
 
 
-def recompute_metrics(customer_ids: list[UUID], loyalty_deltas: dict[UUID, int] | None = None) -> list[UUID]:
+def customer_metrics_recompute(
+    *, actor: Actor, customer_ids: list[UUID], loyalty_deltas: dict[UUID, int] | None = None
+) -> list[UUID]:
     """Recompute the metrics of these customers from their orders and cases, in one statement.
 
     Locks the customers first (in id order, so concurrent batches never deadlock), so the
@@ -465,7 +481,16 @@ def recompute_metrics(customer_ids: list[UUID], loyalty_deltas: dict[UUID, int] 
         old = dict(zip(_METRIC_COLUMNS, row[2 + width :], strict=True))
         changed = [name for name in _METRIC_COLUMNS if new[name] != old[name]]
         items.append((customer_id, _metrics_payload(customer_id, version, new, changed)))
-    events.record_many(event_type=events.CUSTOMER_METRICS_UPDATED, items=items, actor=INBOUND_ACTOR)
+    events.record_many(event_type=events.CUSTOMER_METRICS_UPDATED, items=items, actor=actor)
     keys = [customer_key(customer_id) for customer_id, _ in items]
     transaction.on_commit(lambda: cache.delete_many(keys))
     return [customer_id for customer_id, _ in items]
+
+
+def recompute_metrics(
+    customer_ids: list[UUID], loyalty_deltas: dict[UUID, int] | None = None, *, actor: Actor | None = None
+) -> list[UUID]:
+    """The former name, kept for callers outside this package (merges): `customer_metrics_recompute`."""
+    return customer_metrics_recompute(
+        actor=actor or INBOUND_ACTOR, customer_ids=customer_ids, loyalty_deltas=loyalty_deltas
+    )

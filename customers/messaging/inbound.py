@@ -44,6 +44,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from prometheus_client import Counter
 
+from customers.actor import Actor
 from customers.messaging import effects, schemas
 from customers.models import DeadLetter, DeadLetterStatus
 
@@ -55,11 +56,11 @@ inbound_total = Counter("inbound_events", "Inbound events by outcome", ["event_t
 
 # Event type -> family; families run in this order within a batch.
 FAMILIES = {
-    "identity_registered": (effects.apply_identity_registered, ("identity.user.registered.v1",)),
-    "orders": (effects.apply_orders, tuple(effects.ORDER_STATUS)),
-    "support": (effects.apply_support, ("support.case.closed.v1",)),
-    "loyalty": (effects.apply_loyalty, ("loyalty.points.earned.v1", "loyalty.points.redeemed.v1")),
-    "identity_deleted": (effects.apply_identity_deleted, ("identity.user.deleted.v1",)),
+    "identity_registered": (effects.customer_identity_link, ("identity.user.registered.v1",)),
+    "orders": (effects.customer_orders_apply, tuple(effects.ORDER_STATUS)),
+    "support": (effects.customer_support_cases_apply, ("support.case.closed.v1",)),
+    "loyalty": (effects.customer_loyalty_points_apply, ("loyalty.points.earned.v1", "loyalty.points.redeemed.v1")),
+    "identity_deleted": (effects.customer_identity_delete, ("identity.user.deleted.v1",)),
 }
 HANDLED_TYPES = tuple(event_type for _, types in FAMILIES.values() for event_type in types)
 IDENTITY_TYPES = ("identity.user.registered.v1", "identity.user.deleted.v1")
@@ -146,13 +147,17 @@ def parse(body: bytes | str, routing_key: str = "") -> Message:
     return message
 
 
-def apply_batch(messages: Sequence[Message]) -> Outcome:
-    """Apply a batch in one transaction (see the module docstring); never raises for a bad message."""
+def apply_batch(messages: Sequence[Message], *, actor: Actor | None = None) -> Outcome:
+    """Apply a batch in one transaction (see the module docstring); never raises for a bad message.
+
+    `actor`: who the changes are recorded for (default: the inbound events' system actor).
+    """
     if not messages:
         return Outcome()
+    actor = actor or effects.INBOUND_ACTOR
     try:
         with transaction.atomic():
-            return _apply(messages)
+            return _apply(messages, actor=actor)
     except OperationalError:
         raise  # transient (connection lost, deadlock, serialization): the caller retries the batch
     except Exception as error:
@@ -162,7 +167,7 @@ def apply_batch(messages: Sequence[Message]) -> Outcome:
         logger.warning("inbound batch of %d failed (%s); applying one by one", len(messages), type(error).__name__)
         total = Outcome()
         for message in messages:
-            total += apply_batch([message])
+            total += apply_batch([message], actor=actor)
         return total
 
 
@@ -194,7 +199,7 @@ def _insert_inbox(messages: list[Message]) -> set[UUID]:
         return {event_id for (event_id,) in cursor.fetchall()}
 
 
-def _apply(messages: Sequence[Message]) -> Outcome:
+def _apply(messages: Sequence[Message], *, actor: Actor) -> Outcome:
     outcome = Outcome()
     to_park = [(m, *m.problem) for m in messages if m.problem]
     unique: dict[UUID, Message] = {}
@@ -212,11 +217,11 @@ def _apply(messages: Sequence[Message]) -> Outcome:
     for name, (apply, types) in FAMILIES.items():
         family = [message for message in pending if message.event_type in types]
         if family:
-            apply(batch, family)
+            apply(actor=actor, batch=batch, messages=family)
         if name == "identity_registered" and batch.arrived:
             revived = _revive_waiting(batch.arrived)
             pending += [message for _, message in revived]
-    batch.finish()
+    batch.finish(actor=actor)
 
     if batch.rejected:
         rejected_ids = [rejection.message.event_id for rejection in batch.rejected]

@@ -358,12 +358,12 @@ class TestPoisonMessages:
         assert metrics(customer)[0] == 1
 
     def test_an_unforeseen_database_error_parks_only_the_offending_message(self, customer, monkeypatch):
-        original = effects.apply_loyalty
+        original = effects.customer_loyalty_points_apply
 
-        def failing(batch, messages):
+        def failing(*, actor, batch, messages):
             if any(m.data["points"] == 13 for m in messages):
                 raise IntegrityError("simulated")
-            original(batch, messages)
+            original(actor=actor, batch=batch, messages=messages)
 
         monkeypatch.setattr(
             inbound, "FAMILIES", {**inbound.FAMILIES, "loyalty": (failing, inbound.FAMILIES["loyalty"][1])}
