@@ -10,12 +10,12 @@ from datetime import timedelta
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, Exists, OuterRef, QuerySet
+from django.db.models import DateTimeField, QuerySet
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from customers.actor import Actor
-from customers.models import Customer, CustomerOrder, CustomerStatus, OrderStatus
+from customers.models import Customer, CustomerStatus
 from privacy import exports
 from privacy.models import ErasureLog
 
@@ -23,7 +23,7 @@ BATCH_SIZE = 1000
 
 
 def inactive_customers(now=None) -> QuerySet[Customer]:
-    """Customers with no order, login or activity for the configured number of years (open orders kept)."""
+    """Customers with no order, login or activity for the configured number of years (holds not applied)."""
     now = now or timezone.now()
     cutoff = now - relativedelta(years=settings.PRIVACY_RETENTION["inactive_customer_years"])
     last_seen = Greatest(
@@ -33,31 +33,55 @@ def inactive_customers(now=None) -> QuerySet[Customer]:
         Coalesce("last_activity_at", "registered_at"),
         output_field=DateTimeField(),
     )
-    open_orders = CustomerOrder.objects.filter(customer=OuterRef("pk"), status=OrderStatus.OPEN)
-    return (
-        Customer.objects.exclude(status=CustomerStatus.ERASED)
-        .alias(last_seen=last_seen)
-        .filter(last_seen__lt=cutoff)
-        .exclude(Exists(open_orders))
-    )
+    customers = Customer.objects.exclude(status=CustomerStatus.ERASED)
+    return customers.alias(last_seen=last_seen).filter(last_seen__lt=cutoff)
+
+
+def _batches(candidates: QuerySet[Customer], per_customer: list):
+    """Ids in pk order, BATCH_SIZE at a time (keyset: held customers never come round again)."""
+    last = None
+    while True:
+        page = candidates.order_by("pk")
+        if last is not None:
+            page = page.filter(pk__gt=last)
+        ids = list(page.values_list("pk", flat=True)[:BATCH_SIZE])
+        if not ids:
+            return
+        last = ids[-1]
+        if per_customer:
+            ids = [pk for pk in ids if not any(check(pk) for check in per_customer)]
+        yield ids
+
+
+def erasable_inactive_customers(now=None) -> tuple[QuerySet[Customer], list]:
+    """Inactive customers that no configured hold check (settings.PRIVACY_ERASURE_HOLD_CHECKS) keeps."""
+    from privacy.services import exclude_held
+
+    return exclude_held(inactive_customers(now))
 
 
 def _anonymize_inactive(actor: Actor, *, dry_run: bool) -> int:
     from privacy.services import erase_customers
 
-    candidates = inactive_customers()
+    candidates, per_customer = erasable_inactive_customers()
     if dry_run:
-        return candidates.count()
+        if not per_customer:
+            return candidates.count()
+        return sum(len(ids) for ids in _batches(candidates, per_customer))
     done = 0
-    while True:
+    for batch in _batches(candidates, per_customer):
+        if not batch:
+            continue
         with transaction.atomic():
             ids = list(
-                candidates.order_by("pk").values_list("pk", flat=True)[:BATCH_SIZE].select_for_update(skip_locked=True)
+                candidates.filter(pk__in=batch).order_by("pk").select_for_update(skip_locked=True).values_list(
+                    "pk", flat=True
+                )
             )
-            if not ids:
-                return done
-            erase_customers(actor=actor, customer_ids=ids, trigger="retention:inactive_customers")
+            if ids:
+                erase_customers(actor=actor, customer_ids=ids, trigger="retention:inactive_customers")
         done += len(ids)
+    return done
 
 
 def _purge_deleted_addresses(actor: Actor, *, dry_run: bool) -> int:

@@ -299,13 +299,31 @@ def privacy_latest_export(*, actor: Actor, customer_id) -> tuple[DataSubjectRequ
 # ---------------------------------------------------------------- erasure
 
 
+def erasure_hold_checks() -> list:
+    """The configured hold checks (settings.PRIVACY_ERASURE_HOLD_CHECKS; see privacy.holds)."""
+    return [import_string(dotted) for dotted in settings.PRIVACY_ERASURE_HOLD_CHECKS]
+
+
 def erasure_hold_reason(customer_id) -> str | None:
     """Ask each configured hold check (e.g. open orders) whether the data must be kept for now."""
-    for dotted in settings.PRIVACY_ERASURE_HOLD_CHECKS:
-        reason = import_string(dotted)(customer_id)
+    for check in erasure_hold_checks():
+        reason = check(customer_id)
         if reason:
             return reason
     return None
+
+
+def exclude_held(customers):
+    """The customers no hold check keeps, set-based where a check can (`exclude_held`), and the checks
+    that must still be asked one customer at a time. Returns (queryset, per_customer_checks)."""
+    per_customer = []
+    for check in erasure_hold_checks():
+        set_based = getattr(check, "exclude_held", None)
+        if set_based is None:
+            per_customer.append(check)
+        else:
+            customers = set_based(customers)
+    return customers, per_customer
 
 
 def erase_customers(

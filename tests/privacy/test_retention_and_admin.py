@@ -152,3 +152,33 @@ def test_queue_lists_overdue_first_and_actions_work(
     assert download.status_code == 200
     assert b'"customer-data-export"' in b"".join(download.streaming_content)
     assert "attachment" in download["Content-Disposition"]
+
+
+class TestRetentionConsultsTheHoldHooks:
+    HOLDS = "tests.privacy.holds_for_tests"
+
+    def test_without_hold_checks_an_open_order_does_not_keep_the_customer(self, settings):
+        settings.PRIVACY_ERASURE_HOLD_CHECKS = []
+        _, _, open_order, _ = _world()
+        dry = retention.apply_retention(actor=SYSTEM, dry_run=True)
+        assert dry["inactive_customers"] == 4
+        assert retention.apply_retention(actor=SYSTEM)["inactive_customers"] == 4
+        open_order.refresh_from_db()
+        assert open_order.status == "erased"
+
+    def test_set_based_and_per_customer_checks_both_hold(self, settings, monkeypatch):
+        settings.PRIVACY_ERASURE_HOLD_CHECKS = [
+            "privacy.holds.open_orders",
+            f"{self.HOLDS}.legal_hold",
+            f"{self.HOLDS}.vip_hold",
+        ]
+        monkeypatch.setattr(retention, "BATCH_SIZE", 2)  # several batches, held ones among them
+        stale, _, open_order, _ = _world()
+        Customer.objects.filter(pk=stale[0].pk).update(tags=["legal-hold"])
+        Customer.objects.filter(pk=stale[1].pk).update(tags=["vip-hold"])
+        dry = retention.apply_retention(actor=SYSTEM, dry_run=True)
+        assert dry["inactive_customers"] == 1
+        assert retention.apply_retention(actor=SYSTEM)["inactive_customers"] == 1
+        people = [*stale, open_order]
+        statuses = dict(Customer.objects.filter(pk__in=[c.pk for c in people]).values_list("pk", "status"))
+        assert [statuses[c.pk] for c in people] == ["active", "active", "erased", "active"]
