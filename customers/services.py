@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from customers import events
 from customers.actor import SCOPE_ADMIN, Actor
-from customers.cache import invalidate_customer_on_commit
+from customers.cache import invalidate_customer_on_commit, invalidate_customers_on_commit
 from customers.duplicates import WATCHED_FIELDS, duplicates_detect
 from customers.errors import (
     CustomerNotFound,
@@ -311,6 +311,78 @@ def customer_preferences_update(*, actor: Actor, customer_id: UUID, changes: dic
     )
     invalidate_customer_on_commit(customer.id)
     return prefs
+
+
+@transaction.atomic
+def customer_preferences_update_many(
+    *, actor: Actor, changes_by_customer: dict[UUID, dict[str, Any]], reason: str
+) -> dict[UUID, list[str]]:
+    """`customer_preferences_update` for many customers at once (e.g. consent expiry turning opt-ins
+    off), set-based: a fixed number of statements per call, whatever the number of customers.
+
+    Same effects per customer: the preferences and the customer saved with history naming the actor
+    and `reason`, the customer's `version` bumped, one `customer.preferences.updated.v1` event, the
+    cached representation dropped on commit. Same lock order: the customers' rows first (by id), then
+    their preferences. Erased and merged customers are skipped. Returns customer id → changed fields.
+    """
+    from simple_history.utils import bulk_update_with_history
+
+    if not changes_by_customer:
+        return {}
+    cleaned = {customer_id: _clean_preferences(changes) for customer_id, changes in changes_by_customer.items()}
+    customers = {
+        customer.pk: customer
+        for customer in Customer.objects.select_for_update(of=("self",))
+        .filter(pk__in=list(cleaned))
+        .exclude(status__in=[CustomerStatus.ERASED, CustomerStatus.MERGED])
+        .order_by("pk")
+    }
+    preferences = list(
+        CustomerPreferences.objects.select_for_update().filter(customer_id__in=list(customers)).order_by("customer_id")
+    )
+    now = timezone.now()
+    changed_by_customer: dict[UUID, list[str]] = {}
+    for prefs in preferences:
+        wanted = cleaned[prefs.customer_id]
+        changed = sorted(name for name, value in wanted.items() if getattr(prefs, name) != value)
+        if not changed:
+            continue
+        for name in changed:
+            setattr(prefs, name, wanted[name])
+        prefs.updated_at = now
+        changed_by_customer[prefs.customer_id] = changed
+    if not changed_by_customer:
+        return {}
+    fields = sorted({name for changed in changed_by_customer.values() for name in changed})
+    history = {
+        "default_date": now,
+        "default_user": actor.user if actor.kind == "staff" else None,
+        "custom_historical_attrs": {"history_actor": actor.label},
+    }
+    bulk_update_with_history(
+        [prefs for prefs in preferences if prefs.customer_id in changed_by_customer],
+        CustomerPreferences,
+        [*fields, "updated_at"],
+        default_change_reason=f"{reason}: {', '.join(fields)}",
+        **history,
+    )
+    touched = [customers[customer_id] for customer_id in changed_by_customer]
+    for customer in touched:
+        customer.version += 1
+        customer.updated_at = now
+    bulk_update_with_history(
+        touched, Customer, ["version", "updated_at"], default_change_reason=f"preferences updated: {reason}", **history
+    )
+    events.record_many(
+        event_type=events.CUSTOMER_PREFERENCES_UPDATED,
+        items=[
+            (customer_id, {"customer_id": str(customer_id), "changed_fields": changed})
+            for customer_id, changed in changed_by_customer.items()
+        ],
+        actor=actor,
+    )
+    invalidate_customers_on_commit(list(changed_by_customer))
+    return changed_by_customer
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,33 @@ def test_the_beat_schedule_runs_it():
     assert entry["task"] == "consent.tasks.expire_consents"
     assert entry["schedule"] == timedelta(hours=1)
     assert "consent.tasks.expire_consents" in app.tasks
+
+
+def test_expiry_goes_through_the_customers_service_and_bumps_the_version(lapsed):
+    from customers.models import Customer
+
+    customer = lapsed[0]
+    version = Customer.objects.get(pk=customer.pk).version
+    tasks.expire_consents()
+    assert Customer.objects.get(pk=customer.pk).version == version + 1
+    latest = Customer.history.filter(id=customer.pk).latest("history_date")
+    assert latest.version == version + 1
+    assert latest.history_actor == "system:consent_expiry"
+
+
+def test_expiry_imports_no_customers_model():
+    import ast
+    import inspect
+
+    from consent.services import expiry
+
+    tree = ast.parse(inspect.getsource(expiry))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not {name for name in imported if name.startswith("customers.") and name.split(".")[1] == "models"}
+    assert {name for name in imported if name.startswith("customers")} <= {
+        "customers",
+        "customers.services",
+        "customers.selectors",
+        "customers.actor",
+    }
