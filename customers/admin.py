@@ -23,7 +23,7 @@ from django.utils.html import format_html
 from import_export.admin import ImportMixin
 from simple_history.admin import SimpleHistoryAdmin
 
-from customers import bulk_export, notes, selectors, services
+from customers import activity, bulk_export, notes, selectors, services
 from customers.actor import Actor
 from customers.duplicates import open_duplicates_of
 from customers.errors import ApplicationError
@@ -55,6 +55,8 @@ from customers.models import (
 BULK_ACTION_LIMIT = 5_000  # customers changed one by one through the services per action
 COUNT_CAP = 1_000  # the customer list counts its rows up to this many
 RECENT_HISTORY = 15
+TIMELINE_PAGE_SIZE = 20  # activity entries per page of the customer page's timeline
+TIMELINE_VAR = "timeline"  # the customer page's query parameter: the timeline page's cursor
 
 METRIC_FIELDS = (
     "order_count",
@@ -467,6 +469,9 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
                 extra_context["customer_page"] = self.customer_page(request, customer)
         return super().change_view(request, object_id, form_url, extra_context)
 
+    # The history screens need the history's own view permission (view_historicalcustomer), not view_customer.
+    enforce_history_permissions = True
+
     def history_view(self, request, object_id, extra_context=None):
         self._log_view(request, object_id)  # past values are personal data too
         return super().history_view(request, object_id, extra_context)
@@ -478,7 +483,7 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
     def _log_view(self, request, object_id) -> None:
         if request.method == "GET":
             customer = self.get_object(request, object_id)
-            if customer is not None and self.has_view_or_change_permission(request, customer):
+            if customer is not None and self.has_view_history_or_change_history_permission(request, customer):
                 services.access_log_record(user=request.user, customer_id=customer.pk, action=AccessAction.VIEW)
 
     def customer_page(self, request, customer: Customer) -> dict:
@@ -486,13 +491,48 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
         pinned = []
         if request.user.has_perm("customers.view_customernote"):
             pinned = list(notes.customer_notes(actor=actor, customer_id=customer.pk).filter(is_pinned=True)[:5])
+        # Past values and the activity are shown only to holders of their view permission (Marketing is not).
+        may_see_history = self.has_view_history_permission(request, customer)
         return {
             "flags": self.customer_page_flags(request, customer),
             "facts": self.customer_page_facts(request, customer),
             "pinned_notes": pinned,
             "sections": self.customer_page_sections(request, customer),
-            "history": self.customer_page_history(request, customer),
+            "show_history": may_see_history,
+            "history": self.customer_page_history(request, customer) if may_see_history else [],
+            "timeline": self.customer_page_timeline(request, customer),
             "links": self.customer_page_links(request, customer),
+        }
+
+    def customer_page_timeline(self, request, customer: Customer) -> dict | None:
+        """One page of the activity timeline, with links to the newer and older pages of this section."""
+        if not request.user.has_perm("customers.view_customeractivity"):
+            return None
+        cursor = None
+        if request.GET.get(TIMELINE_VAR):
+            try:
+                cursor = activity.Cursor.decode(request.GET[TIMELINE_VAR])
+            except ApplicationError:
+                cursor = None  # a mangled link: the newest page
+        page = activity.customer_timeline(customer_id=customer.pk, cursor=cursor, page_size=TIMELINE_PAGE_SIZE)
+
+        def link(to) -> str:
+            query = request.GET.copy()
+            query.pop(TIMELINE_VAR, None)
+            if to is not None:
+                query[TIMELINE_VAR] = to.encode()
+            return f"?{query.urlencode()}#customer-timeline" if query else "?#customer-timeline"
+
+        changelist = reverse("admin:customers_customeractivity_changelist")
+        return {
+            "entries": page.results,
+            "limit": TIMELINE_PAGE_SIZE,
+            "more": page.next is not None,
+            "paged": cursor is not None,
+            "older_url": link(page.next) if page.next is not None else "",
+            "newer_url": link(page.previous) if page.previous is not None else "",
+            "newest_url": link(None) if cursor is not None else "",
+            "full_url": f"{changelist}?customer__id__exact={customer.pk}",
         }
 
     def customer_page_flags(self, request, customer: Customer) -> list[PageFlag]:
@@ -1039,6 +1079,7 @@ class CustomerNoteAdmin(SimpleHistoryAdmin):
     """Every note staff may see: full-text search on the text, filters by kind, author and date."""
 
     form = NoteAdminForm
+    enforce_history_permissions = True  # a note's versions need view_historicalcustomernote
     list_display = ("created_at", "customer_link", "kind", "is_pinned", "written_by", "excerpt")
     list_filter = ("kind", ("author", admin.RelatedOnlyFieldListFilter), "is_pinned", "created_at")
     list_select_related = ("customer",)

@@ -1,4 +1,5 @@
-"""`{% customer_timeline customer %}`: the latest activity on the admin customer page."""
+"""`{% customer_timeline customer %}`: the latest activity of a customer (the customer page itself now
+renders a paginated timeline from CustomerAdmin.customer_page_timeline, in the same template)."""
 
 from django import template
 from django.urls import reverse
@@ -15,4 +16,5 @@ def customer_timeline(context, customer, limit: int = 50):
     full_url = None
     if request is not None and request.user.has_perm("customers.view_customeractivity"):
         full_url = f"{reverse('admin:customers_customeractivity_changelist')}?customer__id__exact={customer.pk}"
-    return {"entries": page.results, "more": page.next is not None, "full_url": full_url, "limit": limit}
+    timeline = {"entries": page.results, "more": page.next is not None, "full_url": full_url, "limit": limit}
+    return {"timeline": {**timeline, "paged": False, "older_url": "", "newer_url": "", "newest_url": ""}}

@@ -26,8 +26,10 @@ def test_every_group_opens_the_customer_pages_and_searches(client, staff, group)
     ann = CustomerFactory(email="ann.lee@example.com", first_name="Ann", last_name="Lee", phone="+14155552671")
     CustomerFactory(email="bob@example.com", first_name="Bob", last_name="Brown")
     client.force_login(staff(group))
-    for url in [CHANGELIST, f"{CHANGELIST}{ann.pk}/change/", f"{CHANGELIST}{ann.pk}/history/"]:
+    for url in [CHANGELIST, f"{CHANGELIST}{ann.pk}/change/"]:
         assert client.get(url).status_code == 200, url
+    # past values need view_historicalcustomer, which Marketing does not hold
+    assert client.get(f"{CHANGELIST}{ann.pk}/history/").status_code == (403 if group == MARKETING else 200)
     for term in ["lee", "ANN", "415 555 2671", ann.customer_number]:
         page = client.get(CHANGELIST, {"q": term})
         assert page.status_code == 200

@@ -8,7 +8,7 @@ from consent import services as consent_services
 from customers import services
 from customers.actor import Actor
 from customers.models import AccessLog, CustomerNote, CustomerOrder
-from customers.roles import ADMINISTRATOR, COMPLIANCE, CUSTOMER_SERVICE
+from customers.roles import ADMINISTRATOR, COMPLIANCE, CUSTOMER_SERVICE, MARKETING
 from privacy import services as privacy_services
 from segments import services as segment_services
 from tests.addresses.factories import make_address
@@ -155,3 +155,65 @@ def test_merged_and_erased_customers_are_read_only(client, staff):
     assert b'name="first_name"' not in response.content
     flags = {flag.label for flag in response.context["customer_page"]["flags"]}
     assert f"Merged into {survivor.customer_number}" in flags
+
+
+@pytest.mark.parametrize("group", [CUSTOMER_SERVICE, MARKETING])
+def test_history_and_timeline_only_for_those_with_their_view_permission(client, staff, group):
+    user = staff(group, f"viewer-{group}")
+    customer = CustomerFactory(first_name="Ann")
+    services.customer_update(actor=SYSTEM, customer_id=customer.pk, changes={"first_name": "Anna"})
+    services.activity_track(actor=SYSTEM, customer_id=customer.pk, activity_type="page_view")
+    client.force_login(user)
+    client.get(page_of(customer))  # warm caches
+    with CaptureQueriesContext(connection) as few:
+        response = client.get(page_of(customer))
+    html = response.content.decode()
+    allowed = group == CUSTOMER_SERVICE
+    assert user.has_perm("customers.view_historicalcustomer") is allowed
+    assert user.has_perm("customers.view_customeractivity") is allowed
+    assert ('id="recent-history"' in html) is allowed and ("Recent changes" in html) is allowed
+    assert ('id="customer-timeline"' in html) is allowed
+    assert (response.context["customer_page"]["history"] != []) is allowed
+    assert client.get(f"{page_of(customer).removesuffix('change/')}history/").status_code == (200 if allowed else 403)
+    for index in range(5):  # more activity and history: the same number of queries
+        services.activity_track(actor=SYSTEM, customer_id=customer.pk, activity_type="page_view")
+        services.customer_update(actor=SYSTEM, customer_id=customer.pk, changes={"tags": [f"t{index}"]})
+    with CaptureQueriesContext(connection) as more:
+        client.get(page_of(customer))
+    assert len(more.captured_queries) == len(few.captured_queries)
+
+
+def test_the_timeline_on_the_page_is_paginated_within_its_section(client, staff):
+    from customers import admin as customer_admin
+
+    customer = CustomerFactory()
+    size = customer_admin.TIMELINE_PAGE_SIZE
+    for index in range(2 * size + 3):
+        services.activity_track(
+            actor=SYSTEM, customer_id=customer.pk, activity_type="page_view", summary=f"visit {index}"
+        )
+    from customers.models import CustomerActivity
+
+    total = CustomerActivity.objects.filter(customer=customer).count()  # with the "registered" entry
+    assert total > 2 * size
+    client.force_login(staff(CUSTOMER_SERVICE))
+
+    def timeline_of(url):
+        response = client.get(url)
+        assert response.status_code == 200
+        return response.context["customer_page"]["timeline"], response.content.decode()
+
+    first, html = timeline_of(page_of(customer))
+    assert len(first["entries"]) == size and first["older_url"] and not first["newer_url"]
+    assert 'id="timeline-pages"' in html and "timeline-older" in html
+    assert first["older_url"].endswith("#customer-timeline")
+    second, html = timeline_of(page_of(customer) + first["older_url"].split("#")[0])
+    assert len(second["entries"]) == size and second["older_url"] and second["newer_url"] and second["newest_url"]
+    third, _ = timeline_of(page_of(customer) + second["older_url"].split("#")[0])
+    assert len(third["entries"]) == total - 2 * size and not third["older_url"] and third["newer_url"]
+    seen = [entry.pk for page in (first, second, third) for entry in page["entries"]]
+    assert len(seen) == len(set(seen)) == total  # every entry once
+    back, _ = timeline_of(page_of(customer) + third["newer_url"].split("#")[0])
+    assert [entry.pk for entry in back["entries"]] == [entry.pk for entry in second["entries"]]
+    mangled, _ = timeline_of(page_of(customer) + "?timeline=garbage")
+    assert [entry.pk for entry in mangled["entries"]] == [entry.pk for entry in first["entries"]]
