@@ -305,10 +305,8 @@ def record_from_rows(
         sql, values = _row_events_sql(index, spec, now=now, metadata=json.dumps(metadata))
         parts.append(sql)
         event_params += values
-        samples.append(
-            f"(SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]'::jsonb) FROM "
-            f"(SELECT * FROM _events_{index} LIMIT {SET_BASED_SAMPLE}) AS s)"  # noqa: S608 - our names
-        )
+        sample = f"(SELECT * FROM _events_{index} LIMIT {SET_BASED_SAMPLE}) AS s"  # noqa: S608 - our names
+        samples.append(f"(SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]'::jsonb) FROM {sample})")  # noqa: S608
     with_events = f",{','.join(parts)}" if parts else ""
     sampled = ", ".join(samples) or "NULL"
     statement = f"WITH {ctes}{with_events} SELECT q.*, {sampled} FROM ({select}) AS q"  # noqa: S608 - callers' SQL

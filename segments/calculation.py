@@ -2,13 +2,13 @@
 
 A full recalculation is one statement: the new member set (the compiled rules), the diff against
 the open memberships (joined / left / rescored), the history rows closed and opened, and one
-outbox event per changed member, all inside the caller's transaction. Nothing here loops over
-customers in Python.
+outbox event per changed member, all inside the caller's transaction. The events are written by
+`customers.events.record_from_rows` (envelope, redaction, timeline entries, schema check), in the
+same statement. Nothing here loops over customers in Python.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,21 +16,9 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from customers.actor import Actor
-from customers.context import current_correlation_id
+from customers import events
+from customers.events import RowEvents
 from segments import events as segment_events
-
-OUTBOX_COLUMNS = (
-    "event_id, event_type, occurred_at, source, subject, data, metadata, published_at, attempts, last_error"
-)
-# A version 7 UUID (RFC 9562: milliseconds since the epoch, then random bits): unique like any
-# event id, but time-ordered, so a set-based insert of many events appends to the primary key
-# index instead of touching a random page of it for every row.
-EVENT_ID_SQL = (
-    "encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) placing "
-    "substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3) FROM 1 FOR 6), "
-    "52, 1), 53, 1), 'hex')::uuid"
-)
 
 
 def tune_transaction() -> None:
@@ -49,67 +37,32 @@ class Diff:
     member_count: int
 
 
-def event_metadata(actor: Actor | None) -> str:
-    metadata = {"correlation_id": current_correlation_id()}
-    if actor is not None:
-        metadata["actor"] = actor.label
-    return json.dumps(metadata)
+def _assigned_events(rows: str, *, segment, source: str, now: datetime, restricted: str | None = None) -> RowEvents:
+    """customer.segment.assigned.v1 for each row of `rows` (customer_id, score)."""
+    return RowEvents(
+        event_type=segment_events.SEGMENT_ASSIGNED,
+        rows=rows,
+        subject="r.customer_id",
+        data="""jsonb_build_object(
+            'customer_id', r.customer_id::text, 'segment_id', %s::text, 'segment_code', %s::text,
+            'source', %s::text, 'score', r.score, 'joined_at', %s::text)""",
+        params=[str(segment.id), segment.code, source, now.isoformat()],
+        restricted=restricted,
+    )
 
 
-def _assigned_events(source_cte: str, *, segment, source: str, now: datetime, actor) -> tuple[str, list]:
-    """An INSERT of customer.segment.assigned.v1 for each row of `source_cte` (customer_id, score).
-
-    Only eligible customers join (never processing-restricted ones), so every payload is complete.
-    """
-    sql = f"""
-    INSERT INTO customers_outboxevent ({OUTBOX_COLUMNS})
-    SELECT {EVENT_ID_SQL}, %s, %s, %s, r.customer_id::text,
-           jsonb_build_object(
-               'customer_id', r.customer_id::text, 'segment_id', %s::text, 'segment_code', %s::text,
-               'source', %s::text, 'score', r.score, 'joined_at', %s::text),
-           %s::jsonb, NULL, 0, ''
-    FROM {source_cte} r
-    """  # noqa: S608 - identifiers are ours, values are parameters
-    params = [
-        segment_events.SEGMENT_ASSIGNED,
-        now,
-        settings.EVENT_SOURCE,
-        str(segment.id),
-        segment.code,
-        source,
-        now.isoformat(),
-        event_metadata(actor),
-    ]
-    return sql, params
-
-
-def _removed_events(source_cte: str, *, segment, reason: str, now: datetime, actor) -> tuple[str, list]:
-    """An INSERT of customer.segment.removed.v1 for each row of `source_cte` (customer_id, source)."""
-    # A processing-restricted customer's events carry identifiers only (as customers.events does).
-    sql = f"""
-    INSERT INTO customers_outboxevent ({OUTBOX_COLUMNS})
-    SELECT {EVENT_ID_SQL}, %s, %s, %s, r.customer_id::text,
-           CASE WHEN c.processing_restricted
-                THEN jsonb_build_object('customer_id', r.customer_id::text, 'segment_id', %s::text)
-                ELSE jsonb_build_object(
-                    'customer_id', r.customer_id::text, 'segment_id', %s::text, 'segment_code', %s::text,
-                    'source', r.source, 'reason', %s::text, 'left_at', %s::text)
-           END,
-           %s::jsonb, NULL, 0, ''
-    FROM {source_cte} r JOIN customers_customer c ON c.id = r.customer_id
-    """  # noqa: S608 - identifiers are ours, values are parameters
-    params = [
-        segment_events.SEGMENT_REMOVED,
-        now,
-        settings.EVENT_SOURCE,
-        str(segment.id),
-        str(segment.id),
-        segment.code,
-        reason,
-        now.isoformat(),
-        event_metadata(actor),
-    ]
-    return sql, params
+def _removed_events(rows: str, *, segment, reason: str, now: datetime) -> RowEvents:
+    """customer.segment.removed.v1 for each row of `rows` (customer_id, source); a processing-restricted
+    customer's event is cut to identifiers by `customers.events`."""
+    return RowEvents(
+        event_type=segment_events.SEGMENT_REMOVED,
+        rows=rows,
+        subject="r.customer_id",
+        data="""jsonb_build_object(
+            'customer_id', r.customer_id::text, 'segment_id', %s::text, 'segment_code', %s::text,
+            'source', r.source, 'reason', %s::text, 'left_at', %s::text)""",
+        params=[str(segment.id), segment.code, reason, now.isoformat()],
+    )
 
 
 def apply_full_recalculation(*, segment, members_sql: str, members_params: list, now: datetime, actor) -> Diff:
@@ -122,12 +75,8 @@ def apply_full_recalculation(*, segment, members_sql: str, members_params: list,
     diff is one FULL JOIN (hash or merge, never a nested loop) and the rows to close are found
     by primary key, so a wrong row estimate cannot turn the statement quadratic.
     """
-    assigned_sql, assigned_params = _assigned_events("opened", segment=segment, source="rule", now=now, actor=actor)
-    removed_sql, removed_params = _removed_events(
-        "closed", segment=segment, reason=segment_events.LEFT_RULES, now=now, actor=actor
-    )
-    sql = f"""
-    WITH target AS MATERIALIZED ({members_sql}),
+    ctes = f"""
+    target AS MATERIALIZED ({members_sql}),
     current_members AS MATERIALIZED (
         SELECT id AS membership_id, customer_id, score
         FROM segments_segmentmembership WHERE segment_id = %s AND left_at IS NULL
@@ -155,24 +104,19 @@ def apply_full_recalculation(*, segment, members_sql: str, members_params: list,
         FROM diff d
         WHERE NOT d.leaving AND NOT d.joining AND m.id = d.membership_id
         RETURNING 1
-    ),
-    assigned_events AS ({assigned_sql}),
-    removed_events AS ({removed_sql})
-    SELECT (SELECT count(*) FROM opened), (SELECT count(*) FROM closed), (SELECT count(*) FROM rescored),
-           (SELECT count(*) FROM target)
-    """  # noqa: S608 - the member query is compiled by Django, values are parameters
-    params: list[Any] = [
-        *members_params,
-        segment.id,
-        now,
-        segment.id,
-        now,
-        *assigned_params,
-        *removed_params,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        joined, left, rescored, member_count = cursor.fetchone()
+    )"""  # noqa: S608 - the member query is compiled by Django, values are parameters
+    joined, left, rescored, member_count = events.record_from_rows(
+        ctes=ctes,
+        params=[*members_params, segment.id, now, segment.id, now],
+        events=[
+            # The members are eligible customers (the compiled rules say so): none is restricted.
+            _assigned_events("opened", segment=segment, source="rule", now=now, restricted="false"),
+            _removed_events("closed", segment=segment, reason=segment_events.LEFT_RULES, now=now),
+        ],
+        select="SELECT (SELECT count(*) FROM opened), (SELECT count(*) FROM closed), "
+        "(SELECT count(*) FROM rescored), (SELECT count(*) FROM target)",
+        actor=actor,
+    )
     return Diff(joined=joined, left=left, rescored=rescored, member_count=member_count)
 
 
@@ -180,9 +124,8 @@ def open_memberships(*, segment, customer_ids: list, source: str, now: datetime,
     """Open a membership for each customer without one (static segments); returns who joined."""
     if not customer_ids:
         return []
-    assigned_sql, assigned_params = _assigned_events("opened", segment=segment, source=source, now=now, actor=actor)
-    sql = f"""
-    WITH opened AS (
+    ctes = """
+    opened AS (
         INSERT INTO segments_segmentmembership (customer_id, segment_id, joined_at, left_at, score, source, added_by)
         SELECT DISTINCT ids.id, %s::uuid, %s::timestamptz, NULL::timestamptz, 0, %s, %s
         FROM unnest(%s::uuid[]) AS ids(id)
@@ -192,10 +135,7 @@ def open_memberships(*, segment, customer_ids: list, source: str, now: datetime,
         )
         ON CONFLICT (segment_id, customer_id) WHERE left_at IS NULL DO NOTHING
         RETURNING customer_id, score
-    ),
-    assigned_events AS ({assigned_sql})
-    SELECT customer_id FROM opened
-    """  # noqa: S608 - identifiers are ours, values are parameters
+    )"""
     params = [
         segment.id,
         now,
@@ -203,11 +143,15 @@ def open_memberships(*, segment, customer_ids: list, source: str, now: datetime,
         actor.label if actor else "",
         [str(item) for item in customer_ids],
         segment.id,
-        *assigned_params,
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [row[0] for row in cursor.fetchall()]
+    (joined,) = events.record_from_rows(
+        ctes=ctes,
+        params=params,
+        events=[_assigned_events("opened", segment=segment, source=source, now=now)],
+        select="SELECT coalesce(array_agg(customer_id), '{}') FROM opened",
+        actor=actor,
+    )
+    return list(joined)
 
 
 def close_memberships(
@@ -215,19 +159,15 @@ def close_memberships(
 ) -> list:
     """Close the open memberships of the customers (all members when `customer_ids` is None), except
     those of the customers in `keeping` (a replacing import: one statement however many leave)."""
-    removed_sql, removed_params = _removed_events("closed", segment=segment, reason=reason, now=now, actor=actor)
     who = "" if customer_ids is None else "AND m.customer_id = ANY(%s::uuid[])"
     if keeping is not None:
         who += " AND NOT (m.customer_id = ANY(%s::uuid[]))"
-    sql = f"""
-    WITH closed AS (
+    ctes = f"""
+    closed AS (
         UPDATE segments_segmentmembership AS m SET left_at = %s
         WHERE m.segment_id = %s AND m.left_at IS NULL {who}
         RETURNING m.customer_id, m.source
-    ),
-    removed_events AS ({removed_sql})
-    SELECT customer_id FROM closed
-    """  # noqa: S608 - identifiers are ours, values are parameters
+    )"""  # noqa: S608 - identifiers are ours, values are parameters
     params: list[Any] = [now, segment.id]
     if customer_ids is not None:
         if not customer_ids:
@@ -235,7 +175,11 @@ def close_memberships(
         params.append([str(item) for item in customer_ids])
     if keeping is not None:
         params.append([str(item) for item in keeping])
-    params += removed_params
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [row[0] for row in cursor.fetchall()]
+    (left,) = events.record_from_rows(
+        ctes=ctes,
+        params=params,
+        events=[_removed_events("closed", segment=segment, reason=reason, now=now)],
+        select="SELECT coalesce(array_agg(customer_id), '{}') FROM closed",
+        actor=actor,
+    )
+    return list(left)

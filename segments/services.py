@@ -906,8 +906,8 @@ def tiers_recalculate(*, actor: Actor) -> int:
     quals_sql, quals_params = tiers.qualifications_sql("c")
     eligible_sql, eligible_params = selectors.eligible_customers().values("id", *METRIC_COLUMNS).query.sql_with_params()
     now = timezone.now()
-    sql = f"""
-    WITH computed AS MATERIALIZED (
+    ctes = f"""
+    computed AS MATERIALIZED (
         SELECT c.id AS customer_id, {tier_sql} AS tier, {quals_sql} AS qualifications
         FROM ({eligible_sql}) AS c
     ),
@@ -927,32 +927,24 @@ def tiers_recalculate(*, actor: Actor) -> int:
         SELECT u.customer_id, p.tier AS from_tier, u.tier AS to_tier, u.qualifications
         FROM upserted u LEFT JOIN previous p ON p.customer_id = u.customer_id
         WHERE COALESCE(p.tier, 'regular') <> u.tier
-    ),
-    tier_events AS (
-        INSERT INTO customers_outboxevent ({calculation.OUTBOX_COLUMNS})
-        SELECT gen_random_uuid(), %s, %s, %s, ch.customer_id::text,
-               jsonb_build_object('customer_id', ch.customer_id::text, 'from_tier', ch.from_tier,
-                                  'to_tier', ch.to_tier, 'reached_at', %s::text, 'qualifications', ch.qualifications),
-               %s::jsonb, NULL, 0, ''
-        FROM changed ch
+    )"""  # noqa: S608 - generated from our constants; values are parameters
+    tier_events = events.RowEvents(
+        event_type=segment_events.TIER_CHANGED,
+        rows="changed",
+        subject="r.customer_id",
+        data="""jsonb_build_object('customer_id', r.customer_id::text, 'from_tier', r.from_tier,
+                                   'to_tier', r.to_tier, 'reached_at', %s::text, 'qualifications', r.qualifications)""",
+        params=[now.isoformat()],
+        restricted="false",  # eligible customers only: none is processing-restricted
     )
-    SELECT customer_id FROM changed
-    """  # noqa: S608 - generated from our constants; values are parameters
-    params = [
-        *tier_params,
-        *quals_params,
-        *eligible_params,
-        now,
-        now,
-        segment_events.TIER_CHANGED,
-        now,
-        settings.EVENT_SOURCE,
-        now.isoformat(),
-        calculation.event_metadata(actor),
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        changed = [row[0] for row in cursor.fetchall()]
+    (changed,) = events.record_from_rows(
+        ctes=ctes,
+        params=[*tier_params, *quals_params, *eligible_params, now, now],
+        events=[tier_events],
+        select="SELECT coalesce(array_agg(customer_id), '{}') FROM changed",
+        actor=actor,
+    )
+    changed = list(changed)
     _representations_changed(changed)
     return len(changed)
 

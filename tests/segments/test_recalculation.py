@@ -1,5 +1,6 @@
 """Full recalculation: exact joined/left sets, history, events, consent, the concurrency guard, failures."""
 
+import dataclasses
 import json
 import threading
 from datetime import timedelta
@@ -347,11 +348,9 @@ class TestFailure:
 
         original = calculation._removed_events
 
-        def broken(*args, **kwargs):  # the leave events fail after the joins and leaves were written
-            sql, params = original(*args, **kwargs)
-            return sql.replace(
-                "ON c.id = r.customer_id", "ON c.id = r.customer_id AND 1 / (c.version - c.version) = 1"
-            ), params
+        def broken(*args, **kwargs):  # the leave events fail for each row, after the joins and leaves
+            spec = original(*args, **kwargs)
+            return dataclasses.replace(spec, restricted="1 / (length(r.source) - length(r.source)) = 1")
 
         monkeypatch.setattr(calculation, "_removed_events", broken)
         job = recalculate(segment)
