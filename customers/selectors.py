@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from uuid import UUID
 
+import phonenumbers
+from django.conf import settings
 from django.db.models import Case, IntegerField, Q, QuerySet, When
 
 from customers.actor import Actor
@@ -13,6 +15,39 @@ from customers.extensions import address_lookup
 from customers.models import Customer
 
 _PHONE_LIKE = re.compile(r"^\+?[\d\s().-]{4,}$")
+# Regions a phone number written without its country code is read in (`020 7946 0123` in GB is
+# +442079460123); the first that makes it a valid number wins for ranking, all are searched.
+DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR")
+
+
+def _phone_regions() -> tuple[str, ...]:
+    return tuple(getattr(settings, "CUSTOMER_PHONE_SEARCH_REGIONS", DEFAULT_PHONE_REGIONS))
+
+
+def _phone_forms(term: str) -> tuple[set[str], set[str]]:
+    """What a phone-like term may be: (digit runs to find inside stored numbers, whole E.164 numbers).
+
+    Stored numbers are E.164 (`+442079460123`). `4155552671` and `555-2671` are digit runs inside one;
+    a national form with a trunk prefix (`020 7946 0123`) is not, so it is also read without the
+    prefix (`2079460123`) and as a full number of each default region.
+    """
+    digits = re.sub(r"\D", "", term)
+    runs, numbers = set(), set()
+    if len(digits) >= 4:
+        runs.add(digits)
+    if not term.lstrip().startswith("+") and digits.startswith("0"):
+        national = digits.lstrip("0")  # 0 (most of Europe), 00 before a country code
+        if len(national) >= 4:
+            runs.add(national)
+    if len(digits) >= 7:
+        for region in ((None,) if term.lstrip().startswith("+") else _phone_regions()):
+            try:
+                parsed = phonenumbers.parse(term, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(parsed):
+                numbers.add(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    return runs, numbers
 
 
 def customers_visible_to(actor: Actor) -> QuerySet[Customer]:
@@ -65,9 +100,11 @@ def _term_filter(term: str, *, one_of_several: bool = False) -> Q:
     if number is not None:
         match |= number
     if _PHONE_LIKE.match(term):
-        digits = re.sub(r"\D", "", term)
-        if len(digits) >= 4:
-            match |= Q(phone__icontains=digits)
+        runs, numbers = _phone_forms(term)
+        for run in runs:
+            match |= Q(phone__icontains=run)
+        if numbers:
+            match |= Q(phone__in=numbers)
     return match
 
 
@@ -90,6 +127,9 @@ def search_rank(query: str) -> Case:
     digits = re.sub(r"\D", "", query)
     if _PHONE_LIKE.match(query) and len(digits) >= 7:
         exact |= Q(phone="+" + digits) | Q(phone__endswith=digits)
+        numbers = _phone_forms(query)[1]
+        if numbers:
+            exact |= Q(phone__in=numbers)
     if len(words) == 2:
         name = Q(first_name__iexact=words[0], last_name__iexact=words[1]) | Q(
             first_name__iexact=words[1], last_name__iexact=words[0]

@@ -67,6 +67,27 @@ def test_search_by_any_identifier_exact_match_first(client, staff):
     assert list(response.context["cl"].result_list) == [leeann, ann]
 
 
+def test_phone_search_in_national_format_with_a_trunk_prefix(client, staff, settings):
+    from customers import selectors
+
+    bob = CustomerFactory(email="bob@example.com", first_name="Bob", phone="+442079460123")
+    ann = CustomerFactory(email="ann@example.com", first_name="Ann", phone="+14155552671")
+    client.force_login(staff(CUSTOMER_SERVICE))
+    for written in ("020 7946 0123", "(020) 7946-0123", "02079460123", "0044 20 7946 0123", "+44 20 7946 0123"):
+        assert found(client, written) == [bob], written
+    assert found(client, "7946 0123") == [bob]
+    assert found(client, "(415) 555-2671") == [ann] and found(client, "555-2671") == [ann]
+    runs, numbers = selectors._phone_forms("020 7946 0123")
+    assert "2079460123" in runs and "+442079460123" in numbers
+    settings.CUSTOMER_PHONE_SEARCH_REGIONS = ["US"]  # read in the US only, the national form still matches
+    assert "+442079460123" not in selectors._phone_forms("020 7946 0123")[1]
+    assert found(client, "020 7946 0123") == [bob]
+    ranked = selectors.customer_search(Customer.objects.all(), "020 7946 0123").get()
+    assert ranked.search_rank == 3  # without its region it is a partial match, not an exact one
+    settings.CUSTOMER_PHONE_SEARCH_REGIONS = ["GB"]
+    assert selectors.customer_search(Customer.objects.all(), "020 7946 0123").get().search_rank == 0
+
+
 # ---------------------------------------------------------------- duplicates and merge
 
 
