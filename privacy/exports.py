@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,8 +26,31 @@ def export_schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text())
 
 
+def _is_datetime(value: object) -> bool:
+    """RFC 3339 date-time with a time zone (jsonschema checks it only with an optional extra installed)."""
+    if not isinstance(value, str):
+        return True
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return "T" in value.upper() and parsed.tzinfo is not None
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    checker = jsonschema.FormatChecker()
+    checker.checks("date-time")(_is_datetime)
+    schema = export_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema, format_checker=checker)
+
+
 def validate_document(document: dict) -> None:
-    jsonschema.validate(document, export_schema())
+    """Validate against export.v1.json, formats included (uuid, date, date-time, ip addresses)."""
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(document))
+    if error is not None:
+        raise error
 
 
 def build_document(request: DataSubjectRequest) -> dict:

@@ -8,6 +8,7 @@ from django.db import transaction
 
 from addresses import services as address_services
 from addresses.validation import ADDRESS_FIELDS
+from consent import selectors as consent_selectors
 from consent import services as consent_services
 from customers import services as customer_services
 from customers.actor import Actor
@@ -59,7 +60,9 @@ def privacy_import_portable(*, actor: Actor, document: dict) -> Customer:
             **{name: address[name] for name in ADDRESS_FIELDS if address.get(name) not in (None, "")},
         )
     for state in data["consent"].get("current_state", []):
-        if state["status"] == "granted":
+        # A preference (analytics tracking, marketing opt-in) may already have granted it in customer_create.
+        already = consent_selectors.customer_consents_to(customer_id=customer.pk, purpose=state["purpose_code"])
+        if state["status"] == "granted" and not already:
             consent_services.consent_change(
                 actor=actor,
                 customer_id=customer.pk,
