@@ -1,4 +1,16 @@
 from django.apps import AppConfig
+from django.core import checks
+
+
+def check_tier_thresholds(app_configs, **kwargs) -> list:
+    """SEGMENTS_TIER_THRESHOLDS (from the environment) names known tiers and criteria, with numbers."""
+    from segments import tiers
+
+    try:
+        tiers.thresholds()
+    except (ValueError, TypeError, ArithmeticError, AttributeError) as error:
+        return [checks.Error(f"SEGMENTS_TIER_THRESHOLDS is invalid: {error}", id="segments.E001")]
+    return []
 
 
 def _tier_field():
@@ -16,6 +28,7 @@ class SegmentsConfig(AppConfig):
         from segments import selectors, subscribers
 
         subscribers.subscribe_all()
+        checks.register(check_tier_thresholds)
         from segments import merge
 
         merge.subscribe()  # a customer merge moves static memberships and re-evaluates both customers

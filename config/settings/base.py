@@ -274,6 +274,9 @@ CELERY_BEAT_SCHEDULE["segments-nightly-recalculation"] = {
     ),
     "options": {"expires": 6 * 3600},
 }
+# Tier thresholds over the defaults in segments.tiers (tiers or criteria left out keep theirs), as JSON,
+# e.g. SEGMENTS_TIER_THRESHOLDS='{"premium": {"total_spent": "500", "order_count": 3}}'.
+SEGMENTS_TIER_THRESHOLDS = env.json("SEGMENTS_TIER_THRESHOLDS", default={})
 
 # Privacy: the retention sweep nightly, the overdue-request report every morning (UTC).
 CELERY_BEAT_SCHEDULE["privacy-retention-sweep"] = {

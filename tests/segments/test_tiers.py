@@ -61,6 +61,48 @@ class TestThresholds:
             tiers.thresholds()
 
 
+    def test_thresholds_come_from_the_environment(self):
+        """SEGMENTS_TIER_THRESHOLDS (JSON) in the environment reaches the settings and the ladder."""
+        import json
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        code = (
+            "import django, json; django.setup(); "
+            "from django.conf import settings; from segments import tiers; "
+            "print(json.dumps([settings.SEGMENTS_TIER_THRESHOLDS, {t: {k: str(v) for k, v in c.items()} "
+            "for t, c in tiers.thresholds().items()}]))"
+        )
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "SEGMENTS_TIER_THRESHOLDS": '{"vip": {"loyalty_points": 100, "total_spent": "9000"}}',
+        }
+        root = Path(__file__).resolve().parents[2]
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120, check=True
+        )
+        configured, table = json.loads(done.stdout.strip().splitlines()[-1])
+        assert configured == {"vip": {"loyalty_points": 100, "total_spent": "9000"}}
+        assert table["vip"] == {
+            "total_spent": "9000",
+            "order_count": "20",
+            "average_order_value": "200",
+            "loyalty_points": "100",
+        }
+        assert table["premium"]["total_spent"] == "1000"
+
+    def test_a_bad_configuration_is_reported_by_the_system_checks(self, settings):
+        from segments.apps import check_tier_thresholds
+
+        assert check_tier_thresholds(None) == []
+        settings.SEGMENTS_TIER_THRESHOLDS = {"vip": {"lifetime_value": 1}}
+        [error] = check_tier_thresholds(None)
+        assert error.id == "segments.E001" and "lifetime_value" in error.msg
+
+
 class TestProgress:
     def test_progress_towards_the_next_tier(self):
         # premium: 1000 spent (50%), 5 orders (2 → 40%), AOV 100 (met → 100%): mean 63.3 → 63
