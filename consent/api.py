@@ -286,9 +286,11 @@ class _CustomerScoped:
         summary="Grant, deny or withdraw consent for one purpose",
         description=scope_note(SCOPE_WRITE)
         + " One call each way: withdrawing is as easy as granting. Allowed moves: nothing/not_requested → "
-        "pending, granted, denied; pending → granted, denied; granted → revoked (or expired, by the expiry "
-        "job); denied, revoked, expired → granted. Asking for the current state changes nothing; granted on "
-        "a newer policy version renews the grant. A marketing purpose's opt-in in the preferences follows." + IP_NOTE,
+        "pending, granted, denied (granted/denied directly: the checkbox beside its notice, answered at once); "
+        "pending → granted, denied; granted → revoked (or expired, by the expiry job); denied, revoked, "
+        "expired → granted. Asking for the current state is refused with 409 CONSENT_ALREADY_IN_STATE; granted "
+        "on a newer policy version renews the grant. A marketing purpose's opt-in in the preferences follows."
+        + IP_NOTE,
         parameters=[CUSTOMER_ID, PURPOSE, *CUSTOMER_ORIGIN_HEADERS],
         request=ConsentChangeSerializer,
         responses={
@@ -300,7 +302,7 @@ class _CustomerScoped:
                 ),
                 (403, "PERMISSION_DENIED"),
                 (404, "CUSTOMER_NOT_FOUND, PURPOSE_NOT_FOUND"),
-                (409, "CONSENT_TRANSITION_NOT_ALLOWED, CUSTOMER_ERASED, CUSTOMER_MERGED"),
+                (409, "CONSENT_TRANSITION_NOT_ALLOWED, CONSENT_ALREADY_IN_STATE, CUSTOMER_ERASED, CUSTOMER_MERGED"),
             ),
         },
     ),

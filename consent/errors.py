@@ -32,5 +32,15 @@ class TransitionNotAllowed(Conflict):
     code = "CONSENT_TRANSITION_NOT_ALLOWED"
 
 
+class ConsentAlreadyInState(TransitionNotAllowed):
+    """Asked for the state the consent is already in (e.g. denied → denied): not a move, refused.
+
+    Its own code, so a client retrying a request whose answer it lost can tell "already so" from
+    "not allowed".
+    """
+
+    code = "CONSENT_ALREADY_IN_STATE"
+
+
 class PolicyVersionInUse(Conflict):
     code = "POLICY_VERSION_IN_USE"

@@ -1,4 +1,23 @@
-"""The state machine and the building blocks every consent write shares: one record, one state, one event."""
+"""The state machine and the building blocks every consent write shares: one record, one state, one event.
+
+The state machine is the issue's, with one deliberate widening:
+
+    issue:     not_requested → pending → granted / denied
+               granted → revoked (withdrawn) / expired (validity ran out, the expiry job only)
+               revoked, expired, denied → granted (re-consent)
+    widening:  not_requested → granted / denied directly.
+
+Why the widening: the storefront's sign-up form (and any checkbox shown beside its notice) asks and
+is answered in one interaction; recording a `pending` that lasted zero seconds first would add a
+record that proves nothing. `pending` stays for answers that come later (a double opt-in email).
+"No record yet" (`NOTHING`, a purpose created after the customer) behaves like not_requested.
+
+Staying in the same state is not a move: asking for the current state (denied → denied,
+revoked → revoked, pending → pending, granted → granted on the same wording) is refused with
+`CONSENT_ALREADY_IN_STATE` (409), never silently accepted. The one same-state change that is a
+move is granted → granted on a newer policy version: the renewal a re-consent version asks for.
+The objection to marketing (Art. 21(3)) is a separate use-case and is idempotent by design.
+"""
 
 from __future__ import annotations
 
@@ -47,12 +66,19 @@ PURPOSE_BY_PREFERENCE_FIELD = {field: code for code, field in PREFERENCE_FIELD_B
 S = ConsentStatus
 NOTHING = ""  # no record yet: behaves like not_requested, and may also start there
 
-# The state machine. Staying in the same state is not a move: a repeated request changes nothing,
-# except granted → granted on a newer policy version (renewal).
+# The state machine (see the module docstring): the issue's moves plus the documented widening.
+ISSUE_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.NOT_REQUESTED: frozenset({S.PENDING}),
+    S.PENDING: frozenset({S.GRANTED, S.DENIED}),
+    S.GRANTED: frozenset({S.REVOKED, S.EXPIRED}),
+    S.DENIED: frozenset({S.GRANTED}),
+    S.REVOKED: frozenset({S.GRANTED}),
+    S.EXPIRED: frozenset({S.GRANTED}),
+}
+# Asked and answered in one interaction (the sign-up checkbox beside its notice).
+WIDENED_TRANSITIONS: dict[str, frozenset[str]] = {S.NOT_REQUESTED: frozenset({S.GRANTED, S.DENIED})}
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     NOTHING: frozenset({S.NOT_REQUESTED, S.PENDING, S.GRANTED, S.DENIED}),
-    # Asked and answered in one interaction (a checkbox beside its notice) goes straight to the
-    # answer; `pending` is for answers that come later (e.g. a double opt-in email).
     S.NOT_REQUESTED: frozenset({S.PENDING, S.GRANTED, S.DENIED}),
     S.PENDING: frozenset({S.GRANTED, S.DENIED}),
     S.GRANTED: frozenset({S.REVOKED, S.EXPIRED}),

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from consent import selectors
-from consent.errors import TransitionNotAllowed
+from consent.errors import ConsentAlreadyInState, TransitionNotAllowed
 from consent.models import (
     ConsentPurpose,
     ConsentRecord,
@@ -61,7 +61,8 @@ def consent_change(
     `policy_version` is the label of the wording the customer was shown (default: the one in
     effect); `source` defaults from the actor (staff → admin, token → web, system → system).
     A withdrawal records the wording of the grant it withdraws. Asking for the state the consent
-    is already in changes nothing; granted → granted on a newer version is a renewal.
+    is already in is refused (CONSENT_ALREADY_IN_STATE); granted → granted on a newer version is a
+    renewal. The moves allowed are in `_common` (the issue's plus one documented widening).
     """
     if status not in REQUESTABLE_STATUSES:
         raise ValidationFailed(
@@ -105,10 +106,12 @@ def consent_change(
             return state
     if status == current:
         if status != S.GRANTED:
-            return state
+            raise ConsentAlreadyInState(f"Consent for {purpose.code} is already {current}: nothing to change.")
         version = grant_version(purpose, policy_version, now)
         if version.pk == state.policy_version_id:
-            return state
+            raise ConsentAlreadyInState(
+                f"Consent for {purpose.code} is already granted on version {version.version}: nothing to change."
+            )
         if version.effective_at < state.policy_version.effective_at:
             raise TransitionNotAllowed(
                 f"Consent for {purpose.code} is already granted on the newer version {state.policy_version.version}."

@@ -3,7 +3,7 @@
 import pytest
 
 from consent import services
-from consent.errors import TransitionNotAllowed
+from consent.errors import ConsentAlreadyInState, TransitionNotAllowed
 from consent.models import ConsentRecord, ConsentState, ConsentStatus
 from customers.actor import Actor
 from customers.errors import ValidationFailed
@@ -15,17 +15,20 @@ pytestmark = pytest.mark.django_db
 S = ConsentStatus
 PURPOSE = "personalization"  # not marketing, 12 months validity; the opt-in sync is covered elsewhere
 
-# What the issue allows: not_requested → pending → granted / denied; granted → revoked / expired;
-# revoked, expired, denied → granted. Answering at once (not_requested → granted / denied) is the
-# checkbox-beside-its-notice case.
-EXPECTED = {
-    S.NOT_REQUESTED: {S.PENDING, S.GRANTED, S.DENIED},
+# The issue's table, verbatim: not_requested → pending → granted / denied; granted → revoked /
+# expired; revoked, expired, denied → granted.
+ISSUE = {
+    S.NOT_REQUESTED: {S.PENDING},
     S.PENDING: {S.GRANTED, S.DENIED},
     S.GRANTED: {S.REVOKED, S.EXPIRED},
     S.DENIED: {S.GRANTED},
     S.REVOKED: {S.GRANTED},
     S.EXPIRED: {S.GRANTED},
 }
+# The one documented widening (consent.services._common's docstring): asked and answered at once,
+# the sign-up checkbox beside its notice.
+WIDENING = {S.NOT_REQUESTED: {S.GRANTED, S.DENIED}}
+EXPECTED = {state: ISSUE[state] | WIDENING.get(state, set()) for state in ISSUE}
 REQUESTABLE = (S.GRANTED, S.DENIED, S.REVOKED, S.PENDING)
 
 
@@ -47,10 +50,17 @@ def bring_to(customer, status: str) -> None:
     assert state_of(customer, PURPOSE).status == status
 
 
-def test_the_table_is_the_issues_state_machine():
+def test_the_table_is_the_issues_state_machine_plus_the_documented_widening():
     for previous, targets in EXPECTED.items():
         for new in S.values:
             assert services.transition_allowed(previous, new) == (new in targets), (previous, new)
+    assert {k: set(v) for k, v in services.ISSUE_TRANSITIONS.items()} == ISSUE
+    assert {k: set(v) for k, v in services.WIDENED_TRANSITIONS.items()} == WIDENING
+    from consent.services import _common
+
+    assert "widening" in _common.__doc__ and "not_requested → granted / denied directly" in _common.__doc__
+    # No state may stay where it is (a repeated answer is not a move).
+    assert not any(services.transition_allowed(state, state) for state in S.values)
 
 
 CASES = [(previous, new) for previous in EXPECTED for new in REQUESTABLE]
@@ -63,7 +73,11 @@ def test_every_requestable_move(previous, new):
     records_before = ConsentRecord.objects.filter(customer_id=customer.pk).count()
 
     if new == previous:
-        change(customer, PURPOSE, new)  # asking for the current state is not a move: nothing recorded
+        # Asking for the current state is not a move: refused with its own code, nothing recorded.
+        with pytest.raises(ConsentAlreadyInState) as refused:
+            change(customer, PURPOSE, new)
+        assert refused.value.code == "CONSENT_ALREADY_IN_STATE"
+        assert previous in refused.value.message
         assert ConsentRecord.objects.filter(customer_id=customer.pk).count() == records_before
     elif new in EXPECTED[previous]:
         state = change(customer, PURPOSE, new)
@@ -113,12 +127,13 @@ def test_from_nothing_recorded_a_first_answer_is_allowed_but_not_a_withdrawal(cu
     assert record.previous_status == ""
 
 
-def test_granted_again_on_the_same_version_changes_nothing_but_a_newer_version_renews(customer):
+def test_granted_again_on_the_same_version_is_refused_but_a_newer_version_renews(customer):
     from tests.consent.conftest import new_version
 
     first = change(customer, PURPOSE, S.GRANTED)
-    again = change(customer, PURPOSE, S.GRANTED)
-    assert again.last_record_id == first.last_record_id
+    with pytest.raises(ConsentAlreadyInState):
+        change(customer, PURPOSE, S.GRANTED)
+    assert state_of(customer, PURPOSE).last_record_id == first.last_record_id
     new_version(PURPOSE, "2026-01")
     renewed = change(customer, PURPOSE, S.GRANTED, policy_version="2026-01")
     assert renewed.last_record_id != first.last_record_id
@@ -169,3 +184,13 @@ def test_an_erased_customers_consent_cannot_change(customer):
     with pytest.raises(Exception) as refused:
         change(customer, PURPOSE, S.GRANTED)
     assert refused.value.code == "CUSTOMER_ERASED"
+
+
+def test_a_repeated_answer_through_the_api_is_a_409_with_its_own_code(api, customer):
+    url = f"/api/v1/customers/{customer.pk}/consents/{PURPOSE}"
+    assert api.put(url, {"status": "denied"}, format="json").status_code == 200
+    again = api.put(url, {"status": "denied"}, format="json")
+    assert again.status_code == 409
+    assert again.json()["code"] == "CONSENT_ALREADY_IN_STATE"
+    not_allowed = api.put(url, {"status": "revoked"}, format="json")
+    assert (not_allowed.status_code, not_allowed.json()["code"]) == (409, "CONSENT_TRANSITION_NOT_ALLOWED")
