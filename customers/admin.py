@@ -703,7 +703,9 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
 
     # ------------------------------------------------------------ bulk work through the services
 
-    def _bulk(self, request, queryset, *, title: str, form_class, apply, done: str):
+    def _bulk(self, request, queryset, *, title: str, form_class, apply=None, apply_all=None, done: str):
+        """`apply(actor, customer, data)` per customer, or `apply_all(actor, queryset, data)` → (changed, refused
+        {customer id: message}) for a service that changes them all at once."""
         if "apply" in request.POST:
             form = form_class(request.POST)
             if form.is_valid():
@@ -713,6 +715,18 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
                     self.message_user(request, limit, messages.ERROR)
                     return None
                 actor = Actor.for_staff(request.user)
+                if apply_all is not None:
+                    try:
+                        changed, refused = apply_all(actor, queryset, form.cleaned_data)
+                    except ApplicationError as error:
+                        self.message_user(request, error.message, messages.ERROR)
+                        return None
+                    numbers = dict(Customer.objects.filter(pk__in=list(refused)).values_list("pk", "customer_number"))
+                    for customer_id, message in refused.items():
+                        label = numbers.get(customer_id, customer_id)
+                        self.message_user(request, f"{label}: {message}", messages.ERROR)
+                    self.message_user(request, f"{changed} customer(s) {done}.", messages.SUCCESS)
+                    return None
                 changed = 0
                 for customer in queryset.only("pk", "customer_number", "tags", "status").iterator(chunk_size=500):
                     try:
@@ -739,27 +753,34 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
             },
         )
 
+    @staticmethod
+    def _tags_change(**change):
+        """The tag actions: one service call, which reads each customer's tags under its row lock."""
+
+        def apply_all(actor, queryset, data):
+            result = services.customers_tags_change(
+                actor=actor, customer_ids=queryset.order_by().values("pk"), **{key: [data["tag"]] for key in change}
+            )
+            return len(result.changed), result.refused
+
+        return apply_all
+
     @admin.action(description="Add a tag to the selected customers…", permissions=["change"])
     def add_tag(self, request, queryset):
-        def apply(actor, customer, data):
-            if data["tag"] in customer.tags:
-                return False
-            tags = [*customer.tags, data["tag"]]
-            services.customer_update(actor=actor, customer_id=customer.pk, changes={"tags": tags})
-            return True
-
-        return self._bulk(request, queryset, title="Add a tag", form_class=TagForm, apply=apply, done="tagged")
+        return self._bulk(
+            request, queryset, title="Add a tag", form_class=TagForm, apply_all=self._tags_change(add=1), done="tagged"
+        )
 
     @admin.action(description="Remove a tag from the selected customers…", permissions=["change"])
     def remove_tag(self, request, queryset):
-        def apply(actor, customer, data):
-            if data["tag"] not in customer.tags:
-                return False
-            kept = [tag for tag in customer.tags if tag != data["tag"]]
-            services.customer_update(actor=actor, customer_id=customer.pk, changes={"tags": kept})
-            return True
-
-        return self._bulk(request, queryset, title="Remove a tag", form_class=TagForm, apply=apply, done="untagged")
+        return self._bulk(
+            request,
+            queryset,
+            title="Remove a tag",
+            form_class=TagForm,
+            apply_all=self._tags_change(remove=1),
+            done="untagged",
+        )
 
     @admin.action(description="Deactivate the selected customers (with a reason)…", permissions=["change"])
     def deactivate_customers(self, request, queryset):

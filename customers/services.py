@@ -484,6 +484,74 @@ def customer_set_processing_restriction(*, actor: Actor, customer_id: UUID, rest
     return customer
 
 
+@dataclass
+class TagsChanged:
+    changed: list[UUID]  # customers whose tags changed (in id order)
+    refused: dict[UUID, str]  # customers left as they were, and why (e.g. too many tags)
+
+
+@transaction.atomic
+def customers_tags_change(
+    *, actor: Actor, customer_ids, add: list[str] | tuple = (), remove: list[str] | tuple = ()
+) -> TagsChanged:
+    """Add and/or remove tags on many customers (a list of ids or a queryset of them), set-based.
+
+    The customers' rows are locked (in id order, like every writer) and the new tags computed from the
+    locked values, so a concurrent change of a customer's tags is never lost. Per changed customer: the
+    version bumped, a history row naming the actor, one `customer.updated.v1` event, the cached
+    representation dropped on commit. Erased and merged customers are skipped; a customer the change
+    would take past the tag limit is refused and reported. A fixed number of statements per call.
+    """
+    from simple_history.utils import bulk_update_with_history
+
+    add, remove = normalize_tags(list(add)), normalize_tags(list(remove))
+    if set(add) & set(remove):
+        raise ValidationFailed("A tag cannot be added and removed at once.", errors={"tags": ["Added and removed."]})
+    if not add and not remove:
+        return TagsChanged([], {})
+    customers = list(
+        Customer.objects.select_for_update(of=("self",))
+        .filter(pk__in=customer_ids)
+        .exclude(status__in=[CustomerStatus.ERASED, CustomerStatus.MERGED])
+        .order_by("pk")
+    )
+    now = timezone.now()
+    touched, refused = [], {}
+    for customer in customers:
+        kept = [tag for tag in customer.tags if tag not in remove]
+        wanted = kept + [tag for tag in add if tag not in kept]
+        if wanted == list(customer.tags):
+            continue
+        try:
+            customer.tags = normalize_tags(wanted)
+        except ValidationFailed as error:
+            refused[customer.pk] = error.message
+            continue
+        customer.version += 1
+        customer.updated_at = now
+        touched.append(customer)
+    if touched:
+        bulk_update_with_history(
+            touched,
+            Customer,
+            ["tags", "version", "updated_at"],
+            default_change_reason="updated: tags",
+            default_date=now,
+            default_user=actor.user if actor.kind == "staff" else None,
+            custom_historical_attrs={"history_actor": actor.label},
+        )
+        events.record_many(
+            event_type=events.CUSTOMER_UPDATED,
+            items=[
+                (one.pk, {"customer_id": str(one.pk), "changed_fields": ["tags"], "version": one.version})
+                for one in touched
+            ],
+            actor=actor,
+        )
+        invalidate_customers_on_commit([customer.pk for customer in touched])
+    return TagsChanged([customer.pk for customer in touched], refused)
+
+
 # The activity timeline's use-cases (customers.activity), offered here like every other service.
 # The back-office's use-cases (notes, duplicates, merges, access log, exports), offered here like every other service.
 from customers.access_log import access_log_record as access_log_record  # noqa: E402

@@ -22,6 +22,7 @@ from customers.models import (
 from customers.roles import ADMINISTRATOR, COMPLIANCE, CUSTOMER_SERVICE
 from segments import services as segment_services
 from segments.models import SegmentMembership
+from tests.addresses.conftest import migrated_data_restored  # noqa: F401  (module fixture)
 from tests.addresses.factories import make_address
 from tests.factories import CustomerFactory
 
@@ -444,6 +445,81 @@ def test_bulk_tag_segment_and_deactivate_go_through_the_services(client, staff):
     _action(client, "assign_to_segment", [ann, bob], apply="1", segment=str(segment.pk))
     members = SegmentMembership.objects.filter(segment=segment, left_at__isnull=True)
     assert set(members.values_list("customer_id", flat=True)) == {ann.pk, bob.pk}
+
+
+def test_customers_tags_change_is_set_based_with_history_and_events(staff):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from customers.validation import MAX_TAGS
+
+    rep = staff(CUSTOMER_SERVICE, "rep1")
+    actor = Actor.for_staff(rep)
+    ann, bob = CustomerFactory(tags=["vip"]), CustomerFactory()
+    full = CustomerFactory(tags=[f"t{n}" for n in range(MAX_TAGS)])
+    gone = CustomerFactory()
+    Customer.objects.filter(pk=gone.pk).update(status="merged")
+    ids = [ann.pk, bob.pk, full.pk, gone.pk]
+    with CaptureQueriesContext(connection) as few:
+        result = services.customers_tags_change(actor=actor, customer_ids=ids, add=["call-back"])
+    assert set(result.changed) == {ann.pk, bob.pk} and list(result.refused) == [full.pk]
+    ann.refresh_from_db()
+    bob.refresh_from_db()
+    assert ann.tags == ["vip", "call-back"] and bob.tags == ["call-back"] and ann.version == 2
+    last = Customer.history.filter(id=ann.pk).latest("history_date")
+    assert (last.history_user, last.history_actor, last.history_change_reason) == (rep, "staff:rep1", "updated: tags")
+    events = OutboxEvent.objects.filter(event_type="customer.updated.v1")
+    assert {event.subject for event in events} == {str(ann.pk), str(bob.pk)}
+    assert all(event.data["changed_fields"] == ["tags"] for event in events)
+    many = [CustomerFactory() for _ in range(6)]
+    with CaptureQueriesContext(connection) as more:
+        services.customers_tags_change(actor=actor, customer_ids=[c.pk for c in many] + ids, add=["other"])
+
+    def own(queries):  # the timeline's subscriber adds one activity row per event on its own
+        return [q for q in queries if "INSERT INTO customers_customeractivity" not in q["sql"]]
+
+    assert len(own(more.captured_queries)) == len(own(few.captured_queries))  # set-based: not a query per customer
+    removed = services.customers_tags_change(
+        actor=actor, customer_ids=Customer.objects.filter(pk__in=[ann.pk]).values("pk"), remove=["vip"]
+    )
+    assert removed.changed == [ann.pk]
+    ann.refresh_from_db()
+    assert ann.tags == ["call-back", "other"]
+    assert services.customers_tags_change(actor=actor, customer_ids=[ann.pk], remove=["vip"]).changed == []
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.usefixtures("migrated_data_restored")
+def test_the_tag_action_loses_no_tag_written_meanwhile(client, staff):
+    """The action reads each customer's tags under its row lock: a change committed while it waits survives."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    ann = CustomerFactory(tags=["vip"])
+    client.force_login(staff(CUSTOMER_SERVICE, "rep1"))
+    holding, errors = threading.Event(), []
+
+    def other_writer():
+        try:
+            with transaction.atomic():
+                services.customer_update(actor=SYSTEM, customer_id=ann.pk, changes={"tags": ["vip", "from-api"]})
+                holding.set()
+                time.sleep(0.7)  # the action starts meanwhile and must wait for this commit
+        except Exception as error:  # handed to the test below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    assert holding.wait(timeout=10)
+    _action(client, "add_tag", [ann], apply="1", tag="call-back")
+    thread.join(timeout=30)
+    assert errors == []
+    ann.refresh_from_db()
+    assert ann.tags == ["vip", "from-api", "call-back"]
 
 
 # ---------------------------------------------------------------- import
