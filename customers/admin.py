@@ -409,6 +409,15 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
         ordered = queryset.filter(pk__in=ids).annotate(search_position=ArrayPosition(ids, "pk"))
         return ordered.order_by("search_position"), False
 
+    @property
+    def count_cap(self) -> int:
+        """How far the list counts (its pagination template says "more than" beyond it)."""
+        return COUNT_CAP
+
+    @property
+    def count_cap_display(self) -> str:
+        return f"{COUNT_CAP:,}"
+
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         paginator = CappedCountPaginator(queryset, per_page, orphans, allow_empty_first_page)
         paginator.ids = getattr(request, "_customer_search_ids", None)
