@@ -11,6 +11,7 @@ from consent import services
 from customers.actor import Actor
 
 EXPIRE_CONSENTS = "consent.tasks.expire_consents"
+RECORD_MISSING_STATES = "consent.tasks.record_missing_states"
 
 # Merged into the Celery app's beat schedule by `ConsentConfig.ready` (equivalently, put this entry
 # into `CELERY_BEAT_SCHEDULE` in the settings). Hourly: revoked or expired consent already stops
@@ -21,6 +22,13 @@ BEAT_SCHEDULE = {
         "task": EXPIRE_CONSENTS,
         "schedule": timedelta(hours=1),
         "options": {"expires": 50 * 60},  # a run queued behind an outage is skipped, the next catches up
+    },
+    # The safety net behind the task queued when a purpose's first policy version takes effect: every
+    # customer has an explicit state for every purpose with wording in force. Idempotent, batched.
+    "consent-record-missing-states": {
+        "task": RECORD_MISSING_STATES,
+        "schedule": timedelta(days=1),
+        "options": {"expires": 12 * 60 * 60},
     },
 }
 
@@ -36,3 +44,18 @@ BEAT_SCHEDULE = {
 def expire_consents(batch_size: int = services.EXPIRY_BATCH_SIZE) -> int:
     """Expire every grant past its validity; running it twice changes nothing the second time."""
     return services.consent_expire_due(actor=Actor.system("consent_expiry"), batch_size=batch_size)
+
+
+@shared_task(
+    name=RECORD_MISSING_STATES,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=600,
+    max_retries=5,
+)
+def record_missing_states(purpose_id: str | None = None) -> int:
+    """An explicit state (not_requested) for every customer without one, for one purpose or all."""
+    if purpose_id is None:
+        return services.consent_backfill_missing()
+    return services.consent_record_missing_for_purpose(purpose_id=purpose_id)

@@ -23,7 +23,13 @@ from consent.services._common import (
     WIDENED_TRANSITIONS,
     transition_allowed,
 )
-from consent.services.backfill import BACKFILL_ACTOR, BACKFILL_BATCH_CUSTOMERS, consent_backfill_missing
+from consent.services.backfill import (
+    BACKFILL_ACTOR,
+    BACKFILL_BATCH_CUSTOMERS,
+    NEW_POLICY_ACTOR,
+    consent_backfill_missing,
+    consent_record_missing_for_purpose,
+)
 from consent.services.changes import consent_change, consent_object_to_marketing, consent_records_redact
 from consent.services.data_rights import erase_customers_data, export_customer_data
 from consent.services.expiry import consent_expire_due
@@ -45,6 +51,7 @@ __all__ = [
     "CLIENT_SOURCES",
     "EXPIRY_BATCH_SIZE",
     "ISSUE_TRANSITIONS",
+    "NEW_POLICY_ACTOR",
     "NOTHING",
     "POLICY_VERSION_FIELDS",
     "PREFERENCE_FIELD_BY_PURPOSE",
@@ -56,6 +63,7 @@ __all__ = [
     "consent_change",
     "consent_expire_due",
     "consent_object_to_marketing",
+    "consent_record_missing_for_purpose",
     "consent_records_redact",
     "erase_customers_data",
     "export_customer_data",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from uuid import UUID
 
 from django.db import connections, transaction
+from django.utils import timezone
 
 from consent import selectors
 from consent.models import ConsentSource, ConsentTrigger
@@ -16,7 +18,7 @@ BACKFILL_ACTOR = "system:consent_backfill"
 BACKFILL_BATCH_CUSTOMERS = 20_000
 
 
-def _backfill_sql(*, bounded_below: bool, bounded_above: bool) -> str:
+def _backfill_sql(*, bounded_below: bool, bounded_above: bool, one_purpose: bool = False) -> str:
     when_granted = " ".join(
         f"WHEN '{code}' THEN COALESCE(pref.{field}, false)" for code, field in PREFERENCE_FIELD_BY_PURPOSE.items()
     )
@@ -32,7 +34,7 @@ def _backfill_sql(*, bounded_below: bool, bounded_above: bool) -> str:
         WITH current_version AS (
             SELECT DISTINCT ON (v.purpose_id) v.purpose_id, v.id
             FROM consent_policyversion v
-            WHERE v.effective_at <= now()
+            WHERE v.effective_at <= %(now)s
             ORDER BY v.purpose_id, v.effective_at DESC
         ),
         missing AS (
@@ -44,6 +46,7 @@ def _backfill_sql(*, bounded_below: bool, bounded_above: bool) -> str:
             LEFT JOIN customers_customerpreferences pref
                    ON pref.customer_id = c.id {in_batch("pref.customer_id")}
             WHERE c.status NOT IN (%(erased)s, %(merged)s) {in_batch("c.id")}
+              {"AND p.id = %(purpose_id)s" if one_purpose else ""}
               AND NOT EXISTS (
                   SELECT 1 FROM consent_consentstate s
                   WHERE s.customer_id = c.id AND s.purpose_id = p.id {in_batch("s.customer_id")}
@@ -56,9 +59,9 @@ def _backfill_sql(*, bounded_below: bool, bounded_above: bool) -> str:
             )
             SELECT gen_random_uuid(), m.customer_id, m.purpose_id,
                    CASE WHEN m.granted THEN 'granted' ELSE 'not_requested' END, '', m.version_id, false,
-                   %(trigger)s, now(), now(),
+                   %(trigger)s, %(now)s, %(now)s,
                    CASE WHEN m.granted AND m.default_validity_months IS NOT NULL
-                        THEN now() + make_interval(months => m.default_validity_months) END,
+                        THEN %(now)s::timestamptz + make_interval(months => m.default_validity_months) END,
                    %(source)s, %(actor)s, NULL, '', ''
             FROM missing m
             RETURNING id, customer_id, purpose_id, status, policy_version_id, source, occurred_at, valid_until
@@ -73,7 +76,14 @@ def _backfill_sql(*, bounded_below: bool, bounded_above: bool) -> str:
     """  # noqa: S608
 
 
-def consent_backfill_missing(*, batch_size: int = BACKFILL_BATCH_CUSTOMERS, using: str = "default") -> int:
+def consent_backfill_missing(
+    *,
+    batch_size: int = BACKFILL_BATCH_CUSTOMERS,
+    using: str = "default",
+    purpose_id: UUID | str | None = None,
+    actor: str = BACKFILL_ACTOR,
+    source: str = ConsentSource.IMPORT.value,
+) -> int:
     """An explicit state for every (customer, purpose) that has none: granted where the matching
     preference column is on, else not_requested. Set-based: per batch of customers (by id), one
     INSERT … SELECT writes the records and the states, in its own transaction — so a million
@@ -81,14 +91,20 @@ def consent_backfill_missing(*, batch_size: int = BACKFILL_BATCH_CUSTOMERS, usin
     state is only written down.
 
     Skips erased and merged customers and purposes without a policy version in effect. Returns the number of
-    records written. Safe to run any number of times, and to stop and run again.
+    records written. Safe to run any number of times, and to stop and run again. `purpose_id` limits
+    it to one purpose (a purpose whose first policy version just took effect, see
+    `consent_record_missing_for_purpose`).
     """
     params = {
         "erased": selectors.ERASED,
         "merged": selectors.MERGED,
         "trigger": ConsentTrigger.BACKFILL.value,
-        "source": ConsentSource.IMPORT.value,
-        "actor": BACKFILL_ACTOR,
+        "source": source,
+        "actor": actor,
+        "purpose_id": str(purpose_id) if purpose_id is not None else None,
+        # The application's clock, not the transaction's start: a version that took effect a moment
+        # ago (the one that queued this) is in effect.
+        "now": timezone.now(),
     }
     total = 0
     lower = None
@@ -102,7 +118,9 @@ def consent_backfill_missing(*, batch_size: int = BACKFILL_BATCH_CUSTOMERS, usin
             row = cursor.fetchone()
             upper = row[0] if row else None
             cursor.execute(
-                _backfill_sql(bounded_below=lower is not None, bounded_above=upper is not None),
+                _backfill_sql(
+                    bounded_below=lower is not None, bounded_above=upper is not None, one_purpose=purpose_id is not None
+                ),
                 {**params, "lower": lower, "upper": upper},
             )
             total += cursor.rowcount
@@ -112,3 +130,20 @@ def consent_backfill_missing(*, batch_size: int = BACKFILL_BATCH_CUSTOMERS, usin
     if total:
         logger.info("consent backfill: %s state(s) recorded", total)
     return total
+
+
+NEW_POLICY_ACTOR = "system:consent_new_policy"
+
+
+def consent_record_missing_for_purpose(*, purpose_id: UUID | str, batch_size: int = BACKFILL_BATCH_CUSTOMERS) -> int:
+    """Every customer gets an explicit `not_requested` for a purpose that had no wording in effect
+    until now (a new purpose's first policy version took effect), set-based and in batches. Customers
+    who registered while the purpose had no version got no state for it (a record needs the wording
+    in force); this writes it down. Idempotent: customers that already have a state are left alone.
+    """
+    written = consent_backfill_missing(
+        batch_size=batch_size, purpose_id=purpose_id, actor=NEW_POLICY_ACTOR, source=ConsentSource.SYSTEM.value
+    )
+    if written:
+        logger.info("consent: %s not_requested state(s) recorded for purpose %s", written, purpose_id)
+    return written

@@ -54,8 +54,29 @@ def _check_purpose(purpose: ConsentPurpose) -> None:
         raise ValidationFailed("The purpose is invalid.", errors=errors)
 
 
+def _record_states_when_first_in_effect(version: PolicyVersion) -> None:
+    """When this is the purpose's first wording, every customer gets an explicit not_requested once it
+    takes effect (a record needs the wording in force, so a purpose without one has no states yet):
+    queued on commit, at `effective_at` when that is still to come. Set-based and batched in the task.
+    """
+    earlier = PolicyVersion.objects.filter(purpose_id=version.purpose_id, effective_at__lt=version.effective_at)
+    if earlier.exclude(pk=version.pk).exists():
+        return  # an earlier version took (or takes) effect first and queued the recording then
+
+    def queue() -> None:
+        from consent.tasks import record_missing_states
+
+        eta = version.effective_at if version.effective_at > timezone.now() else None
+        record_missing_states.apply_async(args=[str(version.purpose_id)], eta=eta)
+
+    transaction.on_commit(queue)
+
+
 @transaction.atomic
 def purpose_create(*, actor: Actor, code: str, name: str, **values: Any) -> ConsentPurpose:
+    """A new purpose. Customers get their explicit `not_requested` for it when its first policy
+    version takes effect (`policy_version_create`): a consent record always names the wording in force.
+    """
     unknown = set(values) - set(PURPOSE_FIELDS)
     if unknown:
         raise ValidationFailed("Unknown fields.", errors={name: ["Not a purpose field."] for name in sorted(unknown)})
@@ -133,6 +154,7 @@ def policy_version_create(*, actor: Actor, purpose_id: UUID, **values: Any) -> P
     _check_wording(version)
     stamp(version, actor, "created")
     version.save()
+    _record_states_when_first_in_effect(version)
     return version
 
 
@@ -165,4 +187,6 @@ def policy_version_update(*, actor: Actor, policy_version_id: UUID, changes: dic
     _check_wording(version)
     stamp(version, actor, "updated: " + ", ".join(changed))
     version.save()
+    if "effective_at" in changed:
+        _record_states_when_first_in_effect(version)
     return version
