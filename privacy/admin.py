@@ -198,10 +198,10 @@ class DataSubjectRequestAdmin(SimpleHistoryAdmin):
             },
         )
 
-    @admin.action(description="Start the export", permissions=["change"])
+    @admin.action(description="Start (or regenerate) the export", permissions=["change"])
     def start_export(self, request, queryset):
         def export(actor, privacy_request):
-            services.privacy_run_export(actor=actor, request_id=privacy_request.pk)
+            services.privacy_export_start(actor=actor, request_id=privacy_request.pk)  # a Celery job, on commit
             customer_services.access_log_record(
                 user=request.user,
                 customer_id=privacy_request.customer_id,
@@ -209,7 +209,7 @@ class DataSubjectRequestAdmin(SimpleHistoryAdmin):
                 reference=privacy_request.pk,
             )
 
-        self._each(request, queryset, export, "exported")
+        self._each(request, queryset, export, "queued for export")
 
     @admin.action(description="Approve and run the erasure", permissions=["approve_erasure"])
     def approve_erasure(self, request, queryset):

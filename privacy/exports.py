@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -86,14 +87,18 @@ def export_directory() -> Path:
     return directory
 
 
-def write_file(request: DataSubjectRequest, document: dict) -> Path:
+def write_temporary_file(request: DataSubjectRequest, document: dict) -> tuple[Path, Path]:
+    """Write the document beside its final name (owner-only); the caller moves it in place on commit.
+
+    Returns (temporary, final). The temporary name is unique, so a retried or concurrent run never
+    writes into another's file.
+    """
     path = export_directory() / f"{request.customer_id}-{request.id}.json"
-    temporary = path.with_suffix(".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    temporary = path.with_name(f"{path.stem}.{uuid.uuid4().hex}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         json.dump(document, handle, ensure_ascii=False, indent=1, default=str)
-    temporary.replace(path)
-    return path
+    return temporary, path
 
 
 def _remove_files_on_commit(paths: list[str]) -> None:

@@ -261,21 +261,73 @@ def privacy_export_downloaded(*, actor: Actor, request: DataSubjectRequest) -> N
     )
 
 
+@transaction.atomic
+def privacy_export_start(*, actor: Actor, request_id) -> DataSubjectRequest:
+    """Queue the export job (on commit); a completed export is regenerated (staff: "Start the export")."""
+    request = _lock(request_id)
+    if request.kind not in EXPORT_KINDS:
+        raise ValidationFailed("Only access and portability requests produce an export.", code="NOT_AN_EXPORT")
+    if request.status == RequestStatus.REJECTED:
+        raise InvalidStatusTransition("A rejected request is not exported.", code="PRIVACY_REQUEST_CLOSED")
+    if request.status == RequestStatus.COMPLETED:
+        open_ones = DataSubjectRequest.objects.filter(
+            customer_id=request.customer_id, kind=request.kind, status__in=OPEN_STATUSES
+        )
+        if open_ones.exclude(pk=request.pk).exists():
+            raise InvalidStatusTransition(
+                "Another export of this kind is open for the customer: regenerate that one.", code="EXPORT_ALREADY_OPEN"
+            )
+        # Regenerating: the only move out of completed, recorded like every other.
+        previous = request.status
+        request.status = RequestStatus.IN_PROGRESS
+        request.completed_at = None
+        _save(request, actor, "export regenerated")
+        events.record(
+            event_type=PRIVACY_REQUEST_STATUS_CHANGED,
+            subject=request.customer_id,
+            data={
+                "request_id": str(request.id),
+                "kind": request.kind,
+                "from_status": previous,
+                "to_status": RequestStatus.IN_PROGRESS,
+            },
+            actor=actor,
+        )
+    elif request.status != RequestStatus.IN_PROGRESS:
+        _move(request, actor=actor, to=RequestStatus.IN_PROGRESS)
+    from privacy import tasks
+
+    transaction.on_commit(lambda: tasks.run_export.delay(str(request.id)))
+    return request
+
+
 def privacy_run_export(*, actor: Actor, request_id) -> DataSubjectRequest:
-    """Write the customer's data document; idempotent (a completed request is left as it is)."""
-    with transaction.atomic():
-        request = _lock(request_id)
-        if request.status == RequestStatus.COMPLETED:
-            return request
-        if request.kind not in EXPORT_KINDS:
-            raise ValidationFailed("Only access and portability requests produce an export.", code="NOT_AN_EXPORT")
-        if request.status != RequestStatus.IN_PROGRESS:
-            _move(request, actor=actor, to=RequestStatus.IN_PROGRESS)
-        document = exports.build_document(request)
-        path = exports.write_file(request, document)
-        request.result_file = str(path)
-        request.result_expires_at = timezone.now() + timedelta(days=settings.PRIVACY_RETENTION["export_days"])
-        _move(request, actor=actor, to=RequestStatus.COMPLETED)
+    """Write the customer's data document; idempotent (a completed request is left as it is).
+
+    The file is written to a temporary name inside the transaction and put in place only once the
+    transaction commits; if it rolls back, the temporary file is removed.
+    """
+    temporary: Path | None = None
+    try:
+        with transaction.atomic():
+            request = _lock(request_id)
+            if request.status == RequestStatus.COMPLETED:
+                return request
+            if request.kind not in EXPORT_KINDS:
+                raise ValidationFailed("Only access and portability requests produce an export.", code="NOT_AN_EXPORT")
+            if request.status != RequestStatus.IN_PROGRESS:
+                _move(request, actor=actor, to=RequestStatus.IN_PROGRESS)
+            document = exports.build_document(request)
+            temporary, path = exports.write_temporary_file(request, document)
+            request.result_file = str(path)
+            request.result_expires_at = timezone.now() + timedelta(days=settings.PRIVACY_RETENTION["export_days"])
+            _move(request, actor=actor, to=RequestStatus.COMPLETED)
+            written = temporary
+            transaction.on_commit(lambda: written.replace(path))
+    except BaseException:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise
     return request
 
 
