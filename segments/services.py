@@ -508,12 +508,39 @@ def segment_request_calculation(
     job = SegmentCalculation.objects.create(
         segment=segment, trigger=trigger, requested_by=actor.label, requested_at=now
     )
-    Segment.objects.filter(pk=segment.pk).update(status=SegmentStatus.CALCULATING)
+    _record_status(segment.pk, actor=actor, status=SegmentStatus.CALCULATING, reason=f"calculation {job.pk} queued")
     if run:
-        from segments import tasks
-
-        transaction.on_commit(lambda: tasks.recalculate_segment.delay(str(job.pk)))
+        transaction.on_commit(lambda: _queue_run(job.pk, actor))
     return job
+
+
+def _record_status(segment_id, *, actor: Actor, status: str, reason: str, error: str = "", only_from=None, **values):
+    """Set the segment's status (and error, and `values`) through `.save()`, so simple-history keeps a
+    row of it naming the actor and why: calculating, active and error are a segment's story too."""
+    segment = Segment.objects.select_for_update().filter(pk=segment_id).first()
+    if segment is None or (only_from is not None and segment.status not in only_from):
+        return None
+    changes = {"status": status, "error": error, **values}
+    for name, value in changes.items():
+        setattr(segment, name, value)
+    stamp(segment, actor, reason)
+    segment.save(update_fields=list(changes))
+    return segment
+
+
+def _queue_run(job_id: UUID, actor: Actor) -> None:
+    """After commit: hand the job to a worker. When that fails (broker down), the job fails at once and
+    the segment shows the error, instead of both waiting an hour to be found stale."""
+    from segments import tasks
+
+    try:
+        tasks.recalculate_segment.delay(str(job_id))
+    except Exception as error:  # the request is committed: report on the job, not to the caller
+        logger.exception("could not queue calculation %s", job_id)
+        job = SegmentCalculation.objects.filter(pk=job_id, status=CalculationStatus.QUEUED).first()
+        if job is not None:
+            reason = f"The calculation could not be queued ({error.__class__.__name__}: {error}); request it again."
+            _fail(job, SegmentUpdateFailed(reason), actor=actor)
 
 
 def _claim(job_id: UUID | str) -> SegmentCalculation | None:
@@ -559,8 +586,13 @@ def _recalculate(job: SegmentCalculation, actor: Actor) -> SegmentCalculation:
             rescored=diff.rescored,
             member_count=diff.member_count,
         )
-        Segment.objects.filter(pk=segment.pk).update(
-            status=SegmentStatus.ACTIVE, error="", member_count=diff.member_count, last_calculated_at=now
+        _record_status(
+            segment.pk,
+            actor=actor,
+            status=SegmentStatus.ACTIVE,
+            reason=f"calculation {job.pk}: {diff.joined} joined, {diff.left} left",
+            member_count=diff.member_count,
+            last_calculated_at=now,
         )
         job.refresh_from_db()
         events.record(
@@ -585,15 +617,20 @@ def _recalculate(job: SegmentCalculation, actor: Actor) -> SegmentCalculation:
     return job
 
 
-def _fail(job: SegmentCalculation, error: Exception) -> SegmentCalculation:
+def _fail(job: SegmentCalculation, error: Exception, *, actor: Actor) -> SegmentCalculation:
     message = getattr(error, "message", None) or str(error) or error.__class__.__name__
     message = message.strip()[:2000]
     with transaction.atomic():
-        SegmentCalculation.objects.filter(pk=job.pk).update(
-            status=CalculationStatus.FAILED, finished_at=timezone.now(), error=message
-        )
-        Segment.objects.filter(pk=job.segment_id, status=SegmentStatus.CALCULATING).update(
-            status=SegmentStatus.ERROR, error=message
+        SegmentCalculation.objects.filter(
+            pk=job.pk, status__in=[CalculationStatus.QUEUED, CalculationStatus.RUNNING]
+        ).update(status=CalculationStatus.FAILED, finished_at=timezone.now(), error=message)
+        _record_status(
+            job.segment_id,
+            actor=actor,
+            status=SegmentStatus.ERROR,
+            error=message,
+            reason=f"calculation {job.pk} failed",
+            only_from=(SegmentStatus.CALCULATING,),
         )
     job.refresh_from_db()
     return job
@@ -610,7 +647,7 @@ def segment_calculation_run(*, job_id: UUID | str, actor: Actor | None = None) -
         return _recalculate(job, actor)
     except Exception as error:
         logger.exception("calculation %s of segment %s failed", job.pk, job.segment_id)
-        return _fail(job, error)
+        return _fail(job, error, actor=actor)
 
 
 def segments_recalculate_all(*, actor: Actor) -> list[SegmentCalculation]:

@@ -18,9 +18,10 @@ SYSTEM = Actor.system("segments")
 TRANSIENT = (OperationalError, InterfaceError)
 
 
-@shared_task(acks_late=True, ignore_result=True)
+@shared_task(acks_late=True, ignore_result=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
 def recalculate_segment(job_id: str) -> None:
-    """Run a queued full recalculation (a finished or unknown job is a no-op)."""
+    """Run a queued full recalculation (a finished or unknown job is a no-op). Connection trouble
+    before the job is claimed is retried; a failure of the run itself is recorded on the job."""
     services.segment_calculation_run(job_id=job_id, actor=SYSTEM)
 
 

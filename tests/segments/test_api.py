@@ -127,8 +127,12 @@ class TestDefinitions:
         assert response.status_code == 200 and response.json()["status"] == "calculating"
         recalculate(segment)
         assert members(segment) == {spenders[2].pk}
-        assert segment.history.first().history_change_reason == "updated: rules"
-        assert segment.history.first().history_actor == "token:ops"
+        # Newest first: the run's result, the job queued by the change, the change itself.
+        done, queued, changed = segment.history.all()[:3]
+        assert (changed.history_change_reason, changed.history_actor) == ("updated: rules", "token:ops")
+        assert (queued.status, queued.history_actor) == ("calculating", "token:ops")
+        assert queued.history_change_reason.endswith("queued")
+        assert done.status == "active" and done.history_change_reason.endswith("0 joined, 1 left")
 
     def test_rules_cannot_change_while_calculating(self, admin_api):
         segment = make_segment(SPENDERS)  # queued

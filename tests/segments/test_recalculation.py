@@ -384,6 +384,51 @@ class TestFailure:
         assert segment.status == SegmentStatus.ERROR
 
 
+class TestStatusStory:
+    def test_each_status_change_leaves_a_history_row_with_actor_and_reason(self, crowd, monkeypatch):
+        segment = make_segment(SPENDERS)
+        recalculate(segment)
+        original = calculation._removed_events
+
+        def broken(*args, **kwargs):
+            return dataclasses.replace(original(*args, **kwargs), restricted="1 / (length(r.source) * 0) = 1")
+
+        set_metrics(crowd[4], total_spent=Decimal("0"))
+        monkeypatch.setattr(calculation, "_removed_events", broken)
+        recalculate(segment)
+        story = [
+            (row.status, row.history_actor, row.history_change_reason) for row in segment.history.order_by("history_id")
+        ]
+        statuses = [status for status, _, _ in story]
+        assert statuses == ["active", "calculating", "active", "calculating", "error"]
+        assert story[0][2] == "created"
+        assert all(actor == SYSTEM.label for _, actor, _ in story)
+        assert "queued" in story[1][2] and "3 joined, 0 left" in story[2][2] and "failed" in story[4][2]
+        assert segment.history.order_by("history_id").last().error.startswith("division by zero")
+
+    def test_a_task_that_cannot_be_queued_fails_the_job_at_once(
+        self, crowd, monkeypatch, django_capture_on_commit_callbacks
+    ):
+        from segments import tasks
+
+        def down(*args, **kwargs):
+            raise ConnectionError("broker down")
+
+        segment = make_segment(SPENDERS)
+        recalculate(segment)
+        monkeypatch.setattr(tasks.recalculate_segment, "delay", down)
+        with django_capture_on_commit_callbacks(execute=True):
+            job = services.segment_request_calculation(actor=SYSTEM, segment_id=segment.pk)
+        job.refresh_from_db()
+        segment.refresh_from_db()
+        assert job.status == CalculationStatus.FAILED and "could not be queued" in job.error
+        assert segment.status == SegmentStatus.ERROR and "broker down" in segment.error
+        assert members(segment) == {c.pk for c in crowd[2:]}  # the old membership stays
+        monkeypatch.undo()
+        again = services.segment_request_calculation(actor=SYSTEM, segment_id=segment.pk, run=False)
+        assert again.pk != job.pk and again.status == CalculationStatus.QUEUED  # no hour-long wait
+
+
 class TestDependencies:
     def test_segments_built_on_a_segment_follow_its_recalculation(self, crowd, django_capture_on_commit_callbacks):
         base = make_segment(SPENDERS, code="spenders")
