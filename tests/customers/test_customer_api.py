@@ -253,13 +253,36 @@ class TestPreferences:
         assert response.status_code == 200, response.content
         assert response.json()["timezone"] == "Europe/Berlin"
         assert response.json()["privacy"]["analytics_tracking"] is True
-        response = api.put(url, {"language": "de-DE", "currency": "EUR", "theme": "dark"}, format="json")
-        assert response.status_code == 200
+        # A PUT carries the whole document: a partial one is refused, naming what is missing.
+        partial = api.put(url, {"language": "de-DE", "currency": "EUR", "theme": "dark"}, format="json")
+        assert partial.status_code == 400 and problem_code(partial) == "VALIDATION_ERROR"
+        assert {"timezone", "communication", "privacy"} <= set(partial.json()["errors"])
+        whole = {**api.get(url).json(), "language": "de-DE", "currency": "EUR", "theme": "dark"}
+        whole.pop("updated_at")
+        response = api.put(url, whole, format="json")
+        assert response.status_code == 200, response.content
         assert response.json()["theme"] == "dark" and response.json()["timezone"] == "Europe/Berlin"
         event = OutboxEvent.objects.filter(event_type="customer.preferences.updated.v1").first()
         assert event.subject == str(customer.pk)
         bad = api.patch(url, {"currency": "EURO"}, format="json")
         assert bad.status_code == 400 and "currency" in bad.json()["errors"]
+
+
+class TestPut:
+    def test_put_replaces_the_profile_and_keeps_account_facts(self, api):
+        customer = CustomerFactory(
+            email="a@example.com", first_name="Ann", phone="+14155552671", tags=["vip"], external_id="L-9"
+        )
+        response = api.put(f"{URL}/{customer.pk}", {"email": "a@example.com", "last_name": "Lee"}, format="json")
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert (body["first_name"], body["last_name"], body["phone"], body["tags"]) == ("", "Lee", "", [])
+        assert body["gender"] == "unknown" and body["metadata"] == {} and body["external_id"] == "L-9"
+
+    def test_put_needs_the_email(self, api):
+        customer = CustomerFactory(email="a@example.com")
+        response = api.put(f"{URL}/{customer.pk}", {"first_name": "Ann"}, format="json")
+        assert response.status_code == 400 and "email" in response.json()["errors"]
 
 
 class TestStatusAndDeactivate:
