@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import logging
 
-from django.apps import apps
 from django.db.models import OuterRef, Subquery
 from django.http import StreamingHttpResponse
 from django.utils import timezone
+
+from customers import selectors as customer_selectors
+from customers.actor import Actor
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class _Echo:
 
 
 def customer_number_subquery() -> Subquery:
-    customers = apps.get_model("customers", "Customer").objects
+    customers = customer_selectors.customers_visible_to(Actor.system("consent_export"))
     return Subquery(customers.filter(pk=OuterRef("customer_id")).values("customer_number")[:1])
 
 

@@ -11,6 +11,7 @@ from simple_history.admin import SimpleHistoryAdmin
 from consent import selectors, services
 from consent.models import ConsentPurpose, PolicyVersion, notice_text_hash
 from customers.actor import Actor
+from customers.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +29,37 @@ class PolicyVersionInline(admin.TabularInline):
         return False
 
 
+def _add_service_errors(form: forms.ModelForm, error: ApplicationError) -> None:
+    """The service's refusal as form errors: on the field it names when the form has it, else on top."""
+    placed = False
+    for name, messages in (getattr(error, "errors", None) or {}).items():
+        for message in messages if isinstance(messages, list | tuple) else [messages]:
+            form.add_error(name if name in form.fields else None, message)
+            placed = True
+    if not placed:
+        form.add_error(None, error.message)
+
+
 class ConsentPurposeForm(forms.ModelForm):
+    """Runs the service's own checks in `clean`, so a refusal is shown on the form, never a 500."""
+
     class Meta:
         model = ConsentPurpose
         fields = services.PURPOSE_FIELDS
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        values = {name: data[name] for name in services.PURPOSE_FIELDS if name in data}
+        adding = self.instance._state.adding
+        if not adding:
+            values.pop("code", None)
+        try:
+            services.purpose_validate(values=values, purpose_id=None if adding else self.instance.pk)
+        except ApplicationError as error:
+            _add_service_errors(self, error)
+        return data
 
 
 @admin.register(ConsentPurpose)
@@ -108,6 +136,23 @@ class PolicyVersionForm(forms.ModelForm):
         else:
             data["text_hash"] = given
         return data
+
+    def _post_clean(self):
+        super()._post_clean()
+        if self.errors:
+            return
+        data = self.cleaned_data
+        values = {name: data[name] for name in services.POLICY_VERSION_FIELDS if name in data}
+        adding = self.instance._state.adding
+        purpose = data.get("purpose") or (None if adding else self.instance.purpose)
+        try:
+            services.policy_version_validate(
+                values=values,
+                purpose_id=getattr(purpose, "pk", None),
+                policy_version_id=None if adding else self.instance.pk,
+            )
+        except ApplicationError as error:
+            _add_service_errors(self, error)
 
 
 @admin.register(PolicyVersion)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
-from django.apps import apps
 from django.contrib import admin
 
 from consent import selectors
 from consent.admin.export import consent_records_csv, customer_number_subquery
 from consent.models import ConsentRecord, ConsentState
+from customers import selectors as customer_selectors
+from customers.actor import Actor
 
 logger = logging.getLogger(__name__)
+_STAFF_READ = Actor.system("consent_admin")  # the admin's own permissions decide who sees this list
 
 
 def _customer_search(queryset, term: str):
@@ -23,9 +25,8 @@ def _customer_search(queryset, term: str):
         return queryset.filter(customer_id=UUID(term))
     except ValueError:
         pass
-    customers = apps.get_model("customers", "Customer").objects.filter(customer_number__iexact=term)
-    if "@" in term:
-        customers = apps.get_model("customers", "Customer").objects.filter(email__iexact=term)
+    customers = customer_selectors.customers_visible_to(_STAFF_READ)
+    customers = customers.filter(email__iexact=term) if "@" in term else customers.filter(customer_number__iexact=term)
     return queryset.filter(customer_id__in=customers.values("pk"))
 
 

@@ -39,8 +39,10 @@ from consent.services.policies import (
     policy_version_create,
     policy_version_in_use,
     policy_version_update,
+    policy_version_validate,
     purpose_create,
     purpose_update,
+    purpose_validate,
 )
 from consent.services.sync import on_customer_created, on_preferences_updated
 
@@ -72,7 +74,9 @@ __all__ = [
     "policy_version_create",
     "policy_version_in_use",
     "policy_version_update",
+    "policy_version_validate",
     "purpose_create",
     "purpose_update",
+    "purpose_validate",
     "transition_allowed",
 ]

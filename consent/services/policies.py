@@ -111,6 +111,53 @@ def purpose_update(*, actor: Actor, purpose_id: UUID, changes: dict[str, Any]) -
     return purpose
 
 
+def purpose_validate(*, values: dict[str, Any], purpose_id: UUID | None = None) -> None:
+    """Every check `purpose_create` (no id) or `purpose_update` applies, without writing: for forms
+    that show the refusal per field. Raises the same ValidationFailed the write would."""
+    unknown = set(values) - set(PURPOSE_FIELDS)
+    if unknown:
+        raise ValidationFailed("Unknown fields.", errors={name: ["Not a purpose field."] for name in sorted(unknown)})
+    if purpose_id is None:
+        if ConsentPurpose.objects.filter(code=values.get("code")).exists():
+            raise ValidationFailed("A purpose with this code exists.", errors={"code": ["Already in use."]})
+        purpose = ConsentPurpose(**values)
+    else:
+        purpose = ConsentPurpose.objects.get(pk=purpose_id)
+        if "code" in values and values["code"] != purpose.code:
+            raise ValidationFailed(
+                "A purpose's code never changes: clients and records use it.", errors={"code": ["Cannot be changed."]}
+            )
+        for name, value in values.items():
+            setattr(purpose, name, value)
+    _check_purpose(purpose)
+
+
+def policy_version_validate(
+    *, values: dict[str, Any], purpose_id: UUID | None = None, policy_version_id: UUID | None = None
+) -> None:
+    """Every check `policy_version_create` (no version id) or `policy_version_update` applies,
+    without writing. Raises the same ValidationFailed / PolicyVersionInUse the write would."""
+    unknown = set(values) - set(POLICY_VERSION_FIELDS)
+    if unknown:
+        raise ValidationFailed("Unknown fields.", errors={name: ["Not a version field."] for name in sorted(unknown)})
+    if policy_version_id is None:
+        version = PolicyVersion(purpose_id=purpose_id, **values)
+    else:
+        version = PolicyVersion.objects.get(pk=policy_version_id)
+        changed = sorted(name for name, value in values.items() if getattr(version, name) != value)
+        wording = [name for name in changed if name in PolicyVersion.WORDING_FIELDS]
+        if wording and policy_version_in_use(version):
+            raise PolicyVersionInUse(
+                f"Version {version.version} of {version.purpose.code} is the wording of recorded consent: "
+                f"{', '.join(wording)} cannot change. Publish a new version instead."
+            )
+        for name in changed:
+            setattr(version, name, values[name])
+        if "notice_text" in changed and "text_hash" not in changed:
+            version.text_hash = ""
+    _check_wording(version)
+
+
 def _check_wording(version: PolicyVersion) -> None:
     errors: dict[str, list[str]] = {}
     version.version = (version.version or "").strip()

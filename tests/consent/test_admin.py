@@ -278,3 +278,72 @@ def test_compliance_exports_selected_records_from_the_record_list(client, compli
     assert response.status_code == 200
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert {row["record_id"] for row in rows} == {str(r.pk) for r in records}
+
+
+# ---------------------------------------------------------------- the service's refusals are form errors, never a 500
+
+_AT = {"effective_at_0": "2026-07-01", "effective_at_1": "00:00:00"}
+REFUSED = [
+    (
+        "policyversion",
+        {"version": "v9", "notice_url": "https://shop.example.com/legal/v9", "text_hash": "", **_AT},
+        "notice_text",
+    ),
+    ("policyversion", {"version": "   ", "notice_text": "Wording.", **_AT}, "version"),
+    ("consentpurpose", {"code": "surveys", "name": "   ", "display_order": 1}, "name"),
+    (
+        "consentpurpose",
+        {"code": "surveys", "name": "S", "display_order": 1, "default_validity_months": 0},
+        "default_validity_months",
+    ),
+    ("consentpurpose", {"code": "history", "name": "S", "display_order": 1}, "code"),
+]
+
+
+@pytest.mark.parametrize(("model", "data", "field"), REFUSED, ids=[f"{m}-{f}" for m, _, f in REFUSED])
+def test_a_refusal_by_the_service_is_shown_on_the_form(client, compliance_user, model, data, field):
+    client = _logged_in(client, compliance_user)
+    client.raise_request_exception = False
+    if model == "policyversion":
+        data = {"purpose": ConsentPurpose.objects.get(code="marketing_sms").pk, **data}
+    versions, purposes = PolicyVersion.objects.count(), ConsentPurpose.objects.count()
+    response = client.post(f"/admin/consent/{model}/add/", data)
+    assert response.status_code == 200
+    assert field in response.context["adminform"].form.errors
+    assert (PolicyVersion.objects.count(), ConsentPurpose.objects.count()) == (versions, purposes)
+
+
+def test_a_purpose_change_the_service_refuses_is_shown_on_the_form(client, compliance_user):
+    client = _logged_in(client, compliance_user)
+    client.raise_request_exception = False
+    purpose = ConsentPurpose.objects.get(code="profiling")
+    page = client.get(f"/admin/consent/consentpurpose/{purpose.pk}/change/")
+    data = {**_form_data(page), "name": "   "}
+    response = client.post(f"/admin/consent/consentpurpose/{purpose.pk}/change/", data)
+    assert response.status_code == 200
+    assert "name" in response.context["adminform"].form.errors
+    assert ConsentPurpose.objects.get(pk=purpose.pk).name == "Profiling"
+
+
+def test_the_consent_admin_reaches_customers_through_their_selectors():
+    import ast
+    import inspect
+
+    from consent.admin import export, records
+
+    for module in (records, export):
+        source = inspect.getsource(module)
+        assert "get_model" not in source, module.__name__
+        imported = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)}
+        assert "customers.models" not in imported
+
+
+def test_the_record_list_finds_a_customer_by_number_or_email(client, compliance_user):
+    customer = CustomerFactory()
+    other = CustomerFactory()
+    client = _logged_in(client, compliance_user)
+    for term in (customer.customer_number, customer.email.upper()):
+        page = client.get("/admin/consent/consentrecord/", {"q": term})
+        shown = {record.customer_id for record in page.context["cl"].result_list}
+        assert shown == {customer.pk}, term
+        assert other.pk not in shown
