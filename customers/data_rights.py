@@ -221,8 +221,14 @@ def erase_customers_data(customer_ids: list) -> dict[str, int]:
         "customers_deadletter": _erase_dead_letters(values),
     }
     counts.update({
+        # Already erased rows are scrubbed again without a new version: a second pass changes nothing.
+        "customers_customer (already erased)": scrub_personal_fields(
+            Customer.objects.filter(pk__in=ids, status=CustomerStatus.ERASED),
+            email=erased_email_expression(),
+            gender="unknown",
+        ),
         "customers_customer": scrub_personal_fields(
-            Customer.objects.filter(pk__in=ids),
+            Customer.objects.filter(pk__in=ids).exclude(status=CustomerStatus.ERASED),
             email=erased_email_expression(),
             gender="unknown",
             status=CustomerStatus.ERASED,
