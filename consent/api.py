@@ -17,7 +17,7 @@ from consent import selectors, services
 from consent.context import CUSTOMER_IP_HEADER, CUSTOMER_USER_AGENT_HEADER, request_origin_for
 from consent.models import ConsentPurpose, ConsentRecord, ConsentSource, ConsentStatus, ConsentTrigger
 from customers import selectors as customer_selectors
-from customers.actor import SCOPE_READ, SCOPE_WRITE
+from customers.actor import SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE
 from customers.apikit import StrictSerializer, problems, scope_note
 
 CUSTOMER_ID = OpenApiParameter("customer_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Customer id")
@@ -145,6 +145,31 @@ class ConsentRecordSerializer(serializers.ModelSerializer):
     )
     def get_previous_status(self, record) -> str | None:
         return record.previous_status or None
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for name in PROOF_FIELDS:
+            fields[name].allow_null = True
+            fields[name].help_text = PROOF_NOTE
+        return fields
+
+    def to_representation(self, record):
+        data = super().to_representation(record)
+        if not self.context.get("show_proof", False):
+            for name in PROOF_FIELDS:
+                data[name] = None
+        return data
+
+
+# Personal proof facts: the customer's IP address and user agent, and the reason staff typed.
+PROOF_FIELDS = ("ip_address", "user_agent", "reason")
+PROOF_NOTE = f"Personal: shown only to `{SCOPE_ADMIN}` tokens and the customer's own token; null for others."
+
+
+def proof_visible_to(actor, customer_id) -> bool:
+    """IP address, user agent and staff reason: for customers:admin, or the customer's own token."""
+    own = actor.customer_id is not None and str(actor.customer_id) == str(customer_id)
+    return own or actor.has_scope(SCOPE_ADMIN)
 
 
 class PurposeSerializer(serializers.ModelSerializer):
@@ -371,9 +396,10 @@ class CustomerConsentViewSet(_CustomerScoped, viewsets.GenericViewSet):
             ip_address=ip_address,
             user_agent=user_agent,
         )
+        context = {"show_proof": proof_visible_to(request.auth, customer.pk)}
         return Response(
             {
-                "changes": ConsentRecordSerializer(records, many=True).data,
+                "changes": ConsentRecordSerializer(records, many=True, context=context).data,
                 "consents": _states_payload(customer.pk),
             }
         )
@@ -389,7 +415,9 @@ class CustomerConsentHistoryViewSet(_CustomerScoped, viewsets.GenericViewSet):
     @extend_schema(
         summary="A customer's consent record",
         description=scope_note(SCOPE_READ)
-        + " Every change ever recorded, newest first: who, what, when, how and on which wording.",
+        + " Every change ever recorded, newest first: who, what, when, how and on which wording. "
+        f"The personal proof fields (`ip_address`, `user_agent`, `reason`) are shown only to `{SCOPE_ADMIN}` "
+        "tokens and to the customer's own token; for other callers they are null.",
         parameters=[CUSTOMER_ID],
         responses={
             200: ConsentRecordSerializer(many=True),
@@ -400,7 +428,8 @@ class CustomerConsentHistoryViewSet(_CustomerScoped, viewsets.GenericViewSet):
         customer = self._customer()
         records = self.filter_queryset(selectors.customer_consent_records(customer_id=customer.pk))
         page = self.paginate_queryset(records)
-        return self.get_paginated_response(ConsentRecordSerializer(page, many=True).data)
+        context = {"show_proof": proof_visible_to(request.auth, customer.pk)}
+        return self.get_paginated_response(ConsentRecordSerializer(page, many=True, context=context).data)
 
 
 @extend_schema_view(
