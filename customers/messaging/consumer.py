@@ -5,6 +5,12 @@ then applied in one transaction (`inbound.apply_batch`) and acknowledged after t
 before the acknowledgement means redelivery, which the inbox turns into a no-op. Malformed and
 unknown messages are parked by `apply_batch`, so nothing a producer sends can stop the loop; a
 database or broker outage is waited out with backoff while the batch stays unacknowledged.
+
+Known limit on Redis: kombu's Redis transport pops a message (BRPOP) and records it as
+unacknowledged in a second round trip, so a consumer killed (SIGKILL, OOM) between the two loses
+that one message; RabbitMQ has no such window. tests/events/test_faults.py measures it. Closing it
+needs an atomic receive (BLMOVE into a per-consumer processing list, recovered when its consumer
+is gone) instead of kombu's emulation.
 """
 
 from __future__ import annotations
