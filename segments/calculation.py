@@ -155,13 +155,23 @@ def open_memberships(*, segment, customer_ids: list, source: str, now: datetime,
 
 
 def close_memberships(
-    *, segment, customer_ids: list | None, reason: str, now: datetime, actor, keeping: list | None = None
+    *,
+    segment,
+    customer_ids: list | None,
+    reason: str,
+    now: datetime,
+    actor,
+    keeping: list | None = None,
+    keeping_query: tuple[str, list] | None = None,
 ) -> list:
     """Close the open memberships of the customers (all members when `customer_ids` is None), except
-    those of the customers in `keeping` (a replacing import: one statement however many leave)."""
+    those of the customers in `keeping` (a replacing import) or selected by `keeping_query` (SQL and
+    parameters of a query of customer ids, e.g. those consenting): one statement however many leave."""
     who = "" if customer_ids is None else "AND m.customer_id = ANY(%s::uuid[])"
     if keeping is not None:
         who += " AND NOT (m.customer_id = ANY(%s::uuid[]))"
+    if keeping_query is not None:
+        who += f" AND m.customer_id NOT IN ({keeping_query[0]})"
     ctes = f"""
     closed AS (
         UPDATE segments_segmentmembership AS m SET left_at = %s
@@ -175,6 +185,8 @@ def close_memberships(
         params.append([str(item) for item in customer_ids])
     if keeping is not None:
         params.append([str(item) for item in keeping])
+    if keeping_query is not None:
+        params += list(keeping_query[1])
     (left,) = events.record_from_rows(
         ctes=ctes,
         params=params,

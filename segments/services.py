@@ -245,10 +245,35 @@ def segment_update(*, actor: Actor, segment_id: UUID | str, changes: dict[str, A
     segment.updated_at = timezone.now()
     stamp(segment, actor, "updated: " + ", ".join(changed))
     _save(segment)
+    if segment.kind == SegmentKind.STATIC and "requires_consent" in changed and segment.requires_consent:
+        _drop_members_without_consent(segment, actor)
     if segment.is_dynamic and segment.status != SegmentStatus.INACTIVE and recalculating_fields:
         segment_request_calculation(actor=actor, segment_id=segment.pk, trigger=CalculationTrigger.RULES_CHANGED)
         segment.refresh_from_db()
     return segment
+
+
+def _drop_members_without_consent(segment: Segment, actor: Actor) -> list:
+    """A static segment now requires consent: close (one statement, a removed event each) the
+    memberships of members who lack it, and count the members again."""
+    from consent import selectors as consent_selectors
+
+    consenting = consent_selectors.customers_consenting_to(segment.requires_consent).values("pk")
+    sql, params = consenting.query.sql_with_params()
+    try:
+        left = calculation.close_memberships(
+            segment=segment,
+            customer_ids=None,
+            keeping_query=(sql, list(params)),
+            reason=segment_events.LEFT_CONSENT,
+            now=timezone.now(),
+            actor=actor,
+        )
+    except DatabaseError as error:
+        logger.exception("dropping the members without consent of segment %s failed", segment.code)
+        raise SegmentUpdateFailed(f"Members of segment {segment.code} could not be updated.") from error
+    _refresh_member_count(segment)
+    return left
 
 
 @transaction.atomic

@@ -78,3 +78,26 @@ def test_a_replacing_import_closes_any_number_of_members_in_one_go():
     )
     assert removed.count() == len(others)
     assert set(removed.values_list("subject", flat=True)) == {str(pk) for pk in others}
+
+
+def test_requiring_consent_drops_the_members_without_it(admin_api):
+    from tests.segments.conftest import grant
+
+    willing, unwilling, silent = make_customer(), make_customer(), make_customer()
+    grant(willing)
+    segment = make_segment(code="newsletter_list")
+    services.segment_members_add(
+        actor=SYSTEM, segment_id=segment.pk, customer_ids=[willing.pk, unwilling.pk, silent.pk]
+    )
+    response = admin_api.patch(
+        f"/api/v1/segments/{segment.pk}", {"requires_consent": "marketing_email"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["member_count"] == 1
+    assert members(segment) == {willing.pk}
+    assert Segment.objects.get(pk=segment.pk).member_count == 1
+    removed = OutboxEvent.objects.filter(event_type=segment_events.SEGMENT_REMOVED, data__segment_id=str(segment.pk))
+    assert {event.subject: event.data["reason"] for event in removed} == {
+        str(unwilling.pk): "consent",
+        str(silent.pk): "consent",
+    }
