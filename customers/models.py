@@ -716,8 +716,10 @@ class AccessLog(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
+    # No single-column indexes: access_customer_idx and access_user_idx lead with these columns, and a
+    # bulk export writes a row per customer (every index costs on a million-row INSERT … SELECT).
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
     )
     customer = models.ForeignKey(
         Customer, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
