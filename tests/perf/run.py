@@ -25,6 +25,7 @@ MODULES = [
     "tests.perf.bench_segments",
     "tests.perf.bench_events",
     "tests.perf.bench_backoffice",
+    "tests.perf.bench_privacy",
 ]
 
 
