@@ -86,10 +86,13 @@ class AddressInlineFormSet(forms.BaseInlineFormSet):
         super().clean()
         if any(self.errors):
             return
-        kept = sum(1 for form in self.initial_forms if not self._should_delete_form(form))
+        removed = sum(1 for form in self.initial_forms if self._should_delete_form(form))
         added = sum(1 for form in self.extra_forms if form.has_changed() and not self._should_delete_form(form))
-        if kept + added > MAX_ACTIVE_ADDRESSES:
-            raise forms.ValidationError(f"A customer can have at most {MAX_ACTIVE_ADDRESSES} addresses.")
+        customer_id = self.instance.pk if self.instance is not None and not self.instance._state.adding else None
+        try:
+            services.address_limit_check(customer_id=customer_id, adding=added, removing=removed)
+        except ApplicationError as error:
+            raise forms.ValidationError(error.message, code=error.code) from None
 
 
 class AddressInline(admin.StackedInline):
@@ -225,8 +228,11 @@ class AddressAdminForm(AddressForm):
         cleaned = super().clean()
         customer = cleaned.get("customer")
         adding = self.instance._state.adding and customer is not None
-        if adding and selectors.addresses_of(customer.pk).count() >= MAX_ACTIVE_ADDRESSES:
-            raise forms.ValidationError(f"This customer already has {MAX_ACTIVE_ADDRESSES} addresses.")
+        if adding:
+            try:
+                services.address_limit_check(customer_id=customer.pk)
+            except ApplicationError as error:
+                raise forms.ValidationError(error.message, code=error.code) from None
         return cleaned
 
 

@@ -51,6 +51,16 @@ def address_validate(values: dict[str, Any]) -> dict[str, Any]:
     return clean_address({name: values.get(name) for name in ADDRESS_FIELDS} | values)
 
 
+def address_limit_check(*, customer_id: UUID | str | None, adding: int = 1, removing: int = 0) -> None:
+    """The limit rule: refuse (ADDRESS_LIMIT_EXCEEDED) when the customer would hold more than
+    MAX_ACTIVE_ADDRESSES active addresses after adding `adding` and removing `removing` of them.
+    Every door asks this: the services before writing, the admin's forms before saving.
+    """
+    active = selectors.addresses_of(customer_id).count() if customer_id is not None else 0
+    if adding > 0 and active - removing + adding > MAX_ACTIVE_ADDRESSES:
+        raise AddressLimitExceeded()
+
+
 def _open_address_book(actor: Actor, customer_id: UUID | str) -> UUID:
     """Check the actor may see the customer, refuse an erased one, and serialize its address writes."""
     customer = customer_get(actor=actor, customer_id=customer_id)
@@ -165,8 +175,7 @@ def address_create(*, actor: Actor, customer_id: UUID | str, make_default: bool 
     """Add an address; it becomes the default of its kinds when asked to or when it is the first."""
     customer_pk = _open_address_book(actor, customer_id)
     cleaned = address_validate(fields)
-    if selectors.addresses_of(customer_pk).count() >= MAX_ACTIVE_ADDRESSES:
-        raise AddressLimitExceeded()
+    address_limit_check(customer_id=customer_pk)
 
     now = timezone.now()
     address = Address(customer_id=customer_pk, **cleaned, is_validated=True, created_at=now, updated_at=now)
@@ -294,6 +303,94 @@ def address_mark_used(
     address.save(update_fields=["last_used_at"])
     customer_services.customer_representation_changed(customer_id=customer_pk)
     return address
+
+
+@transaction.atomic
+def addresses_move(
+    *,
+    actor: Actor,
+    from_customer_id: UUID,
+    to_customer_id: UUID,
+    reason: str,
+    only: list[dict] | None = None,
+) -> list[dict]:
+    """Move addresses from one customer to another (a customer merge, and its undo).
+
+    Moves every address of `from_customer_id` (soft-deleted ones too: orders point at them), or,
+    with `only` (`[{"id", "is_default_shipping", "is_default_billing"}]`, what an earlier move
+    returned), those addresses with the default flags they had then. The target keeps its defaults:
+    a moved default stays default only where the target has none. The source elects a new default
+    for what it lost when it still has addresses of that kind. Refused with ADDRESS_LIMIT_EXCEEDED
+    when the target would hold more than MAX_ACTIVE_ADDRESSES active addresses.
+
+    Records, for each active address moved, `customer.address.removed.v1` on the source and
+    `customer.address.added.v1` on the target (both naming the other customer and the reason), and
+    `customer.default_address.changed.v1` for every default that changed on either side. Returns
+    what moved, with its default flags before the move.
+    """
+    for customer_id in sorted((from_customer_id, to_customer_id), key=str):
+        _lock_address_book(customer_id)
+    moving_qs = Address.objects.filter(customer_id=from_customer_id)
+    wanted_flags: dict[str, dict] = {}
+    if only is not None:
+        wanted_flags = {str(item["id"]): item for item in only}
+        moving_qs = moving_qs.filter(pk__in=list(wanted_flags))
+    moving = list(moving_qs.select_for_update().order_by("created_at", "id"))
+    active = [address for address in moving if address.deleted_at is None]
+    address_limit_check(customer_id=to_customer_id, adding=len(active))
+    target = selectors.addresses_of(to_customer_id)
+    target_has = {kind: target.filter(**{flag: True}).exists() for kind, flag in DEFAULT_FLAG.items()}
+    now = timezone.now()
+    moved: list[dict] = []
+    source_lost: list[tuple[str, UUID]] = []
+    target_gained: list[tuple[str, UUID]] = []
+    for address in moving:
+        before = {flag: getattr(address, flag) for flag in DEFAULT_FLAG.values()}
+        moved.append({"id": str(address.pk), **before})
+        was_default_for = address.default_for
+        source_lost += [(kind, address.pk) for kind in was_default_for]
+        wanted = wanted_flags.get(str(address.pk), before)
+        if address.deleted_at is None:
+            events.record(
+                event_type=address_events.ADDRESS_REMOVED,
+                subject=from_customer_id,
+                data=address_events.address_payload(
+                    address,
+                    is_default_shipping=False,
+                    is_default_billing=False,
+                    was_default_for=was_default_for,
+                    moved_to_customer_id=str(to_customer_id),
+                    reason=reason,
+                ),
+                actor=actor,
+            )
+        for kind, flag in DEFAULT_FLAG.items():
+            take = bool(wanted.get(flag)) and address.deleted_at is None and not target_has[kind]
+            setattr(address, flag, take)
+            if take:
+                target_has[kind] = True
+                target_gained.append((kind, address.pk))
+        address.customer_id = to_customer_id
+        _save(address, actor, reason, now)
+        if address.deleted_at is None:
+            events.record(
+                event_type=address_events.ADDRESS_ADDED,
+                subject=to_customer_id,
+                data=address_events.address_payload(
+                    address, moved_from_customer_id=str(from_customer_id), reason=reason
+                ),
+                actor=actor,
+            )
+    source_changes = [
+        _elect_default(actor=actor, customer_id=from_customer_id, kind=kind, previous_id=previous_id, now=now)
+        for kind, previous_id in source_lost
+    ]
+    _record_default_changed(actor, from_customer_id, source_changes)
+    _record_default_changed(actor, to_customer_id, [(kind, None, address_id) for kind, address_id in target_gained])
+    if moving:
+        customer_services.customer_representation_changed(customer_id=from_customer_id)
+        customer_services.customer_representation_changed(customer_id=to_customer_id)
+    return moved
 
 
 @transaction.atomic

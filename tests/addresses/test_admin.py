@@ -271,7 +271,7 @@ class TestAddressList:
                 "city": "Köln", "postal_code": "50667", "country": "DE"}  # fmt: skip
         response = client.post(f"{ADDRESSES}add/", data)
         assert response.status_code == 200
-        assert "already has 10 addresses" in str(response.context["adminform"].form.errors)
+        assert "at most 10 addresses" in str(response.context["adminform"].form.errors)  # the service's rule
 
     def test_set_default_page_for_a_both_address(self, client, rep, customer):
         make_address(customer, type="shipping")

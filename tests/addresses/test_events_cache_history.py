@@ -111,31 +111,50 @@ class TestCache:
     def customer_cached(self, customer):
         return cache.get(customer_cache.customer_key(customer.pk)) is not None
 
-    @pytest.mark.parametrize(
-        "change",
-        [
-            lambda api, c, a: api.post(book(c), address_data("GB"), format="json"),
-            lambda api, c, a: api.patch(f"{book(c)}/{a.pk}", {"label": "Work"}, format="json"),
-            lambda api, c, a: api.put(f"{book(c)}/{a.pk}", address_data("FR"), format="json"),
-            lambda api, c, a: api.post(f"{book(c)}/{a.pk}/set-default"),
-            lambda api, c, a: api.delete(f"{book(c)}/{a.pk}"),
-        ],
-        ids=["create", "patch", "put", "set-default", "delete"],
-    )
+    # Each change is made so that it shows in GET /customers/{id}: (change, what the default shipping
+    # address must look like afterwards, given the default `d` and the other address `o`).
+    CHANGES = {
+        "create": (
+            lambda api, c, d, o: api.post(book(c), address_data("GB", label="New", is_default=True), format="json"),
+            lambda shown, d, o: shown["label"] == "New" and shown["country"] == "GB",
+        ),
+        "patch": (
+            lambda api, c, d, o: api.patch(f"{book(c)}/{d.pk}", {"label": "Work"}, format="json"),
+            lambda shown, d, o: shown["id"] == str(d.pk) and shown["label"] == "Work",
+        ),
+        "put": (
+            lambda api, c, d, o: api.put(f"{book(c)}/{d.pk}", address_data("FR", label="Paris"), format="json"),
+            lambda shown, d, o: shown["id"] == str(d.pk) and shown["country"] == "FR",
+        ),
+        "set-default": (
+            lambda api, c, d, o: api.post(f"{book(c)}/{o.pk}/set-default"),
+            lambda shown, d, o: shown["id"] == str(o.pk),
+        ),
+        "delete": (
+            lambda api, c, d, o: api.delete(f"{book(c)}/{d.pk}"),
+            lambda shown, d, o: shown["id"] == str(o.pk),  # the other one took over
+        ),
+    }
+
+    @pytest.mark.parametrize("name", list(CHANGES))
     def test_every_address_change_drops_the_cached_customer(
-        self, api, customer, change, django_capture_on_commit_callbacks
+        self, api, customer, name, django_capture_on_commit_callbacks
     ):
-        make_address(customer, label="Default")
+        change, expected = self.CHANGES[name]
+        default = make_address(customer, label="Default")
         other = make_address(customer, label="Other")
         before = api.get(f"/api/v1/customers/{customer.pk}").json()
+        assert before["default_shipping_address"]["id"] == str(default.pk)
         assert self.customer_cached(customer)
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            assert change(api, customer, other).status_code in (200, 201, 204)
+            assert change(api, customer, default, other).status_code in (200, 201, 204)
         assert callbacks, "the change must drop the cache entry on commit"
         assert not self.customer_cached(customer)
         after = api.get(f"/api/v1/customers/{customer.pk}").json()
         assert self.customer_cached(customer)
-        assert after["default_shipping_address"] != before["default_shipping_address"] or change.__name__
+        # Served from a stale entry, the read would still show `before`: the change must be visible.
+        assert after["default_shipping_address"] != before["default_shipping_address"]
+        assert expected(after["default_shipping_address"], default, other), after["default_shipping_address"]
 
     def test_the_new_default_shows_on_the_next_read(self, api, customer, django_capture_on_commit_callbacks):
         make_address(customer, label="Default")

@@ -86,8 +86,13 @@ def test_merge_moves_everything_to_the_survivor_in_one_transaction(pair):
     # the rows
     assert CustomerNote.objects.get().customer_id == survivor.pk
     assert CustomerActivity.objects.filter(customer=survivor, type="login").exists()
-    # what stays on the merged customer is what happened to it in the merge (it left its segment)
-    assert set(CustomerActivity.objects.filter(customer=merged).values_list("type", flat=True)) == {"segment_left"}
+    # what stays on the merged customer is what happened to it in the merge (it left its segment, its
+    # addresses and their defaults moved away)
+    assert set(CustomerActivity.objects.filter(customer=merged).values_list("type", flat=True)) == {
+        "segment_left",
+        "address_removed",
+        "default_address_changed",
+    }
     assert CustomerOrder.objects.filter(customer=survivor).count() == 2
     assert survivor.order_count == 2 and survivor.total_spent == Decimal("40.00") and survivor.loyalty_points == 40
     assert merged.order_count == 0 and merged.loyalty_points == 0
