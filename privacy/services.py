@@ -133,18 +133,19 @@ def privacy_request_file(
     request = DataSubjectRequest(
         customer=customer, kind=kind, received_at=now, due_at=due_date(now), filed_by=actor.label, notes=notes
     )
-    try:
-        with transaction.atomic():
-            _save(request, actor, "filed")
-            events.record(
-                event_type=PRIVACY_REQUEST_FILED,
-                subject=customer.pk,
-                data={"request_id": str(request.id), "kind": kind, "due_at": request.due_at.isoformat()},
-                actor=actor,
-            )
-            _start_automatic_work(request, actor)
-    except IntegrityError:  # filed twice at the same moment: the other one won
-        return DataSubjectRequest.objects.get(customer=customer, kind=kind, status__in=OPEN_STATUSES), False
+    with transaction.atomic():
+        try:
+            with transaction.atomic():  # a savepoint: only the insert can meet the other filing
+                _save(request, actor, "filed")
+        except IntegrityError:  # filed twice at the same moment: the other one won
+            return DataSubjectRequest.objects.get(customer=customer, kind=kind, status__in=OPEN_STATUSES), False
+        events.record(
+            event_type=PRIVACY_REQUEST_FILED,
+            subject=customer.pk,
+            data={"request_id": str(request.id), "kind": kind, "due_at": request.due_at.isoformat()},
+            actor=actor,
+        )
+        _start_automatic_work(request, actor)
     return request, True
 
 
