@@ -369,8 +369,10 @@ def export_job_run(*, job_id) -> CustomerExportJob | None:
             )
     except Exception as error:
         logger.exception("customer export %s failed", job.pk)
-        _mine(job).update(status=ExportJobStatus.FAILED, error=type(error).__name__, finished_at=timezone.now())
-        Path(export_directory() / f"{job.pk}.{job.attempts}.part").unlink(missing_ok=True)
+        if _mine(job).update(status=ExportJobStatus.FAILED, error=type(error).__name__, finished_at=timezone.now()):
+            # this run's file, unfinished or not logged: no download may hand it out
+            (export_directory() / f"{job.pk}.{job.format}").unlink(missing_ok=True)
+        (export_directory() / f"{job.pk}.{job.attempts}.part").unlink(missing_ok=True)
     job.refresh_from_db()
     return job
 

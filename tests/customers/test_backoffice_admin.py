@@ -390,6 +390,21 @@ def test_a_slow_run_overtaken_by_the_sweep_drops_its_file(staff, monkeypatch):
     assert not list(bulk_export.export_directory().glob(f"{job.pk}*"))
 
 
+def test_a_job_that_fails_after_writing_leaves_no_file_behind(staff, monkeypatch):
+    officer = staff(COMPLIANCE, "officer")
+    CustomerFactory()
+    job = bulk_export.export_job_create(user=officer, queryset=Customer.objects.all(), fmt="csv")
+
+    def broken_log(**kwargs):
+        raise RuntimeError("the access log is unavailable")
+
+    monkeypatch.setattr(bulk_export, "access_log_record_selection", broken_log)
+    bulk_export.export_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed" and job.error == "RuntimeError" and not job.file_path
+    assert not list(bulk_export.export_directory().glob(f"{job.pk}*"))  # no unlogged file to hand out
+
+
 def test_purge_removes_failed_and_forgotten_queued_jobs_with_their_selection(staff, settings):
     from datetime import timedelta
 
