@@ -26,6 +26,7 @@ MODULES = [
     "tests.perf.bench_events",
     "tests.perf.bench_backoffice",
     "tests.perf.bench_privacy",
+    "tests.perf.bench_addresses",
 ]
 
 
