@@ -379,10 +379,35 @@ def exclude_held(customers):
     return customers, per_customer
 
 
+def with_merged_records(customer_ids: list) -> list:
+    """The customers and, level by level, the records merged into them (the same person's older records,
+    status `merged`, which keep their own names and phone): an erasure covers them all."""
+    everyone = list(dict.fromkeys(customer_ids))
+    seen = set(everyone)
+    frontier = everyone
+    while frontier:
+        found = [
+            pk
+            for pk in customer_selectors.customers_visible_to(Actor.system("privacy"))
+            .filter(merged_into_id__in=frontier)
+            .values_list("pk", flat=True)
+            if pk not in seen
+        ]
+        seen.update(found)
+        everyone += found
+        frontier = found
+    return everyone
+
+
 def erase_customers(
     *, actor: Actor, customer_ids: list, trigger: str, request: DataSubjectRequest | None = None
 ) -> dict:
-    """Erase the customers' personal data in every app, log it and tell downstream systems. In a transaction."""
+    """Erase the customers' personal data in every app, log it and tell downstream systems. In a transaction.
+
+    Records merged into them are erased with them (see with_merged_records) and counted as `merged_records`.
+    """
+    requested = list(customer_ids)
+    customer_ids = with_merged_records(requested)
     counts: dict[str, int] = {}
     for provider in providers():
         for table, count in provider.erase_customers_data(customer_ids).items():
@@ -390,10 +415,10 @@ def erase_customers(
     counts.update(exports.erase_privacy_records(customer_ids))
     ErasureLog.objects.create(
         request=request,
-        customer_id=customer_ids[0] if len(customer_ids) == 1 else None,
+        customer_id=requested[0] if len(requested) == 1 else None,
         trigger=trigger,
         performed_by=actor.label,
-        counts={**counts, "customers": len(customer_ids)},
+        counts={**counts, "customers": len(requested), "merged_records": len(customer_ids) - len(requested)},
     )
     events.record_many(
         event_type=CUSTOMER_ERASED,

@@ -217,6 +217,23 @@ def test_erasure_leaves_nothing_behind_and_keeps_the_others(
         export_request, _ = services.privacy_request_file(
             actor=SYSTEM, customer_id=ann.pk, kind="access", notes=f"asked by phone, {ann_values['first_name']}"
         )
+    # An older record of Ann's, merged into her: it keeps its own names and phone.
+    ann_old = CustomerFactory(
+        email="ann.old.quixotewright@example.org",
+        first_name="Annabellequix",
+        last_name="Oldquixotewright",
+        phone="+14155550177",
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        customer_services.customer_merge(actor=SYSTEM, survivor_id=ann.pk, merged_id=ann_old.pk)
+    merged_values = {
+        "old_first_name": "Annabellequix",
+        "old_last_name": "Oldquixotewright",
+        "old_phone": "+14155550177",
+    }
+    for value in merged_values.values():
+        assert find_in_database(value), value
+    ann_values.update(merged_values)
     settings.CUSTOMER_EXPORT_DIR = str(tmp_path / "staff-exports")
     staff_exports = tmp_path / "staff-exports"
     first, second = sorted([ann, bob], key=lambda c: str(c.pk))
