@@ -65,7 +65,8 @@ REFERENCE_WHERE = {
 }
 
 # The hand-written reference: one statement, the membership diff by anti-joins, history closed and
-# opened, one outbox row per changed member with the same payload as ours.
+# opened, one outbox row per changed member with the same payload as ours, and its activity timeline
+# entry (as ours writes through customers.events.record_from_rows).
 REFERENCE_SQL = """
 WITH target AS MATERIALIZED (SELECT id FROM customers_customer WHERE {where}),
 current_members AS MATERIALIZED (
@@ -94,6 +95,13 @@ assigned_events AS (
                               'joined_at', %(now_text)s::text),
            %(metadata)s::jsonb, NULL, 0, ''
     FROM opened o
+    RETURNING event_id, occurred_at, subject, data
+),
+assigned_timeline AS (
+    INSERT INTO customers_customeractivity (customer_id, type, occurred_at, source, summary, data, event_id, created_at)
+    SELECT a.subject::uuid, 'segment_joined', a.occurred_at, 'customer-service', 'Joined segment ' || %(code)s,
+           a.data, a.event_id, now()
+    FROM assigned_events a
 ),
 removed_events AS (
     INSERT INTO customers_outboxevent
@@ -104,6 +112,13 @@ removed_events AS (
                               'left_at', %(now_text)s::text),
            %(metadata)s::jsonb, NULL, 0, ''
     FROM closed c
+    RETURNING event_id, occurred_at, subject, data
+),
+removed_timeline AS (
+    INSERT INTO customers_customeractivity (customer_id, type, occurred_at, source, summary, data, event_id, created_at)
+    SELECT r.subject::uuid, 'segment_left', r.occurred_at, 'customer-service', 'Left segment ' || %(code)s,
+           r.data, r.event_id, now()
+    FROM removed_events r
 )
 SELECT (SELECT count(*) FROM opened), (SELECT count(*) FROM closed), (SELECT count(*) FROM target)
 """
@@ -197,8 +212,9 @@ class Bench:
             cursor.execute("DELETE FROM segments_segmentmembership WHERE segment_id = %s", [segment.pk])
             cursor.execute("DELETE FROM segments_segment WHERE id = %s", [segment.pk])
             cursor.execute(
-                "DELETE FROM customers_outboxevent WHERE event_type LIKE 'customer.segment.%%' "
-                "AND (data->>'segment_id' = %s OR subject = %s)",
+                "WITH gone AS (DELETE FROM customers_outboxevent WHERE event_type LIKE 'customer.segment.%%' "
+                "AND (data->>'segment_id' = %s OR subject = %s) RETURNING event_id) "
+                "DELETE FROM customers_customeractivity WHERE event_id IN (SELECT event_id FROM gone)",
                 [str(segment.pk), str(segment.pk)],
             )
 
@@ -210,8 +226,9 @@ class Bench:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("DELETE FROM segments_segmentmembership WHERE segment_id = ANY(%s)", [ids])
             cursor.execute(
-                "DELETE FROM customers_outboxevent WHERE event_type LIKE 'customer.segment.%%' "
-                "AND data->>'segment_id' = ANY(%s)",
+                "WITH gone AS (DELETE FROM customers_outboxevent WHERE event_type LIKE 'customer.segment.%%' "
+                "AND data->>'segment_id' = ANY(%s) RETURNING event_id) "
+                "DELETE FROM customers_customeractivity WHERE event_id IN (SELECT event_id FROM gone)",
                 [[str(pk) for pk in ids]],
             )
         self.settle()
@@ -223,6 +240,7 @@ class Bench:
         with connection.cursor() as cursor:
             cursor.execute("VACUUM (ANALYZE) segments_segmentmembership")
             cursor.execute("VACUUM (ANALYZE) customers_outboxevent")
+            cursor.execute("VACUUM (ANALYZE) customers_customeractivity")
 
     # ------------------------------------------------------------ one recalculation each way
 
