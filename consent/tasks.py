@@ -12,6 +12,7 @@ from customers.actor import Actor
 
 EXPIRE_CONSENTS = "consent.tasks.expire_consents"
 RECORD_MISSING_STATES = "consent.tasks.record_missing_states"
+DROP_GRANTED_REPRESENTATIONS = "consent.tasks.drop_granted_representations"
 
 # Merged into the Celery app's beat schedule by `ConsentConfig.ready` (equivalently, put this entry
 # into `CELERY_BEAT_SCHEDULE` in the settings). Hourly: revoked or expired consent already stops
@@ -59,3 +60,9 @@ def record_missing_states(purpose_id: str | None = None) -> int:
     if purpose_id is None:
         return services.consent_backfill_missing()
     return services.consent_record_missing_for_purpose(purpose_id=purpose_id)
+
+
+@shared_task(name=DROP_GRANTED_REPRESENTATIONS, acks_late=True)
+def drop_granted_representations(purpose_id: str) -> int:
+    """Drop the cached representation of every customer granted for the purpose (their opt-in reads anew)."""
+    return services.consent_drop_granted_representations(purpose_id=purpose_id)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import django_filters
 from django.http import HttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
@@ -16,7 +19,7 @@ from customers import cache, selectors, services
 from customers.actor import SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE
 from customers.apikit import CreatedCursorPagination, StrictSerializer, problems, scope_note
 from customers.errors import Forbidden
-from customers.extensions import apply_preference_views, representation_fields
+from customers.extensions import apply_preference_views, preference_views_fresh_until, representation_fields
 from customers.models import Customer, CustomerPreferences, CustomerStatus, CustomerType, RegistrationSource
 
 # ---------------------------------------------------------------- representation
@@ -262,6 +265,14 @@ class CustomerFilter(django_filters.FilterSet):
 # ---------------------------------------------------------------- views
 
 
+def _fresh_for(customer_id) -> int | None:
+    """Seconds until the representation may change by itself (a consent grant lapsing), or None."""
+    until = preference_views_fresh_until(customer_id)
+    if until is None:
+        return None
+    return max(0, math.ceil((until - timezone.now()).total_seconds()))
+
+
 def _representation_bytes(customer: Customer) -> bytes:
     return JSONRenderer().render(CustomerSerializer(customer).data)
 
@@ -404,7 +415,7 @@ class CustomerViewSet(
         if body is None:
             customer = selectors.customer_get(actor=actor, customer_id=pk, queryset=_customer_with_preferences())
             body = _representation_bytes(customer)
-            cache.put_customer_representation(customer.pk, body, generation)
+            cache.put_customer_representation(customer.pk, body, generation, ttl_seconds=_fresh_for(customer.pk))
         return HttpResponse(body, content_type="application/json")
 
     def create(self, request):

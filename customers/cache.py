@@ -54,8 +54,16 @@ def get_customer_representation(customer_id: object) -> tuple[bytes | None, int 
     return None, generation
 
 
-def put_customer_representation(customer_id: object, body: bytes, generation: int | None) -> None:
-    cache.set(customer_key(customer_id), (generation, body), timeout=settings.CUSTOMER_CACHE_TTL_SECONDS)
+def put_customer_representation(
+    customer_id: object, body: bytes, generation: int | None, *, ttl_seconds: int | None = None
+) -> None:
+    """Store the body; `ttl_seconds` shortens the TTL (a body that will be wrong by then), 0 stores nothing."""
+    timeout = settings.CUSTOMER_CACHE_TTL_SECONDS
+    if ttl_seconds is not None:
+        timeout = min(timeout, ttl_seconds)
+    if timeout <= 0:
+        return
+    cache.set(customer_key(customer_id), (generation, body), timeout=timeout)
 
 
 def invalidate_customer_on_commit(customer_id: object) -> None:

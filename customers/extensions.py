@@ -94,15 +94,28 @@ def history_sources() -> Iterable[HistorySource]:
 
 
 PreferenceView = Callable[[list[UUID]], dict[UUID, dict[str, Any]]]  # customer ids -> {field: value}
+FreshUntil = Callable[[UUID], Any]  # customer id -> the next moment the view may change by itself, or None
 _preference_views: list[PreferenceView] = []
+_fresh_until: list[FreshUntil] = []
 
 
-def register_preference_view(view: PreferenceView) -> None:
+def register_preference_view(view: PreferenceView, *, fresh_until: FreshUntil | None = None) -> None:
     """Let a higher app own what some preference columns read as (consent: the marketing opt-ins are
     true exactly while the customer's consent for the purpose counts). One call per batch of customers.
+
+    A view that changes with time alone (a grant runs past its validity) names, through
+    `fresh_until`, the next such moment for a customer: the cached representation lives no longer.
     """
     if view not in _preference_views:
         _preference_views.append(view)
+    if fresh_until is not None and fresh_until not in _fresh_until:
+        _fresh_until.append(fresh_until)
+
+
+def preference_views_fresh_until(customer_id: UUID) -> Any:
+    """The earliest moment a registered view may show something else for the customer by itself (or None)."""
+    moments = [moment for moment in (fresh(customer_id) for fresh in _fresh_until) if moment is not None]
+    return min(moments) if moments else None
 
 
 def apply_preference_views(preferences: Iterable[Any]) -> None:

@@ -183,6 +183,12 @@ def customer_representation_changed(*, customer_id: UUID) -> None:
     invalidate_customer_on_commit(customer_id)
 
 
+def customers_representation_changed(*, customer_ids: list[UUID]) -> None:
+    """`customer_representation_changed` for many customers (e.g. a new consent wording that makes
+    their opt-ins read differently): the cached representations are dropped on commit, in chunks."""
+    invalidate_customers_on_commit(list(customer_ids))
+
+
 @transaction.atomic
 def customer_create(*, actor: Actor, preferences: dict[str, Any] | None = None, **profile: Any) -> Customer:
     """Register a customer with default preferences (or the given ones)."""

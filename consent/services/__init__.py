@@ -44,7 +44,7 @@ from consent.services.policies import (
     purpose_update,
     purpose_validate,
 )
-from consent.services.sync import on_customer_created, on_preferences_updated
+from consent.services.sync import consent_drop_granted_representations, on_customer_created, on_preferences_updated
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
@@ -63,6 +63,7 @@ __all__ = [
     "WIDENED_TRANSITIONS",
     "consent_backfill_missing",
     "consent_change",
+    "consent_drop_granted_representations",
     "consent_expire_due",
     "consent_object_to_marketing",
     "consent_record_missing_for_purpose",

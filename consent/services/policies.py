@@ -72,6 +72,24 @@ def _record_states_when_first_in_effect(version: PolicyVersion) -> None:
     transaction.on_commit(queue)
 
 
+def _drop_representations_when_reconsent(version: PolicyVersion) -> None:
+    """A wording that requires re-consent makes existing grants stop counting, so the opt-ins of
+    every customer holding one read as off: their cached representations go (on commit, at
+    `effective_at` when that is still to come; representations cached meanwhile live no longer
+    than that moment, see `sync.opt_ins_fresh_until`).
+    """
+    if not version.requires_reconsent:
+        return
+
+    def queue() -> None:
+        from consent.tasks import drop_granted_representations
+
+        eta = version.effective_at if version.effective_at > timezone.now() else None
+        drop_granted_representations.apply_async(args=[str(version.purpose_id)], eta=eta)
+
+    transaction.on_commit(queue)
+
+
 @transaction.atomic
 def purpose_create(*, actor: Actor, code: str, name: str, **values: Any) -> ConsentPurpose:
     """A new purpose. Customers get their explicit `not_requested` for it when its first policy
@@ -202,6 +220,7 @@ def policy_version_create(*, actor: Actor, purpose_id: UUID, **values: Any) -> P
     stamp(version, actor, "created")
     version.save()
     _record_states_when_first_in_effect(version)
+    _drop_representations_when_reconsent(version)
     return version
 
 
@@ -236,4 +255,6 @@ def policy_version_update(*, actor: Actor, policy_version_id: UUID, changes: dic
     version.save()
     if "effective_at" in changed:
         _record_states_when_first_in_effect(version)
+    if "requires_reconsent" in changed or "effective_at" in changed:
+        _drop_representations_when_reconsent(version)
     return version

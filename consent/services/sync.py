@@ -22,6 +22,7 @@ from consent.models import (
     ConsentSource,
     ConsentState,
     ConsentTrigger,
+    PolicyVersion,
 )
 from consent.services._common import (
     NOTHING,
@@ -39,6 +40,7 @@ from consent.services._common import (
     valid_until_for,
 )
 from customers import selectors as customer_selectors
+from customers import services as customer_services
 from customers.actor import Actor
 
 logger = logging.getLogger(__name__)
@@ -115,6 +117,27 @@ def opt_ins_as_consented(customer_ids: list[UUID]) -> dict[UUID, dict[str, bool]
         customer_id: {field: (customer_id, code) in consenting for code, field in PREFERENCE_FIELD_BY_PURPOSE.items()}
         for customer_id in customer_ids
     }
+
+
+def opt_ins_fresh_until(customer_id: UUID):
+    """The next moment the customer's opt-ins read differently by time alone: a grant's validity
+    ending, or a wording that requires re-consent taking effect over a grant (None: no such moment).
+    """
+    now = timezone.now()
+    granted = ConsentState.objects.filter(
+        customer_id=customer_id, status=S.GRANTED, purpose__code__in=list(PREFERENCE_FIELD_BY_PURPOSE)
+    )
+    moments = [
+        granted.filter(valid_until__gt=now).order_by("valid_until").values_list("valid_until", flat=True).first(),
+        PolicyVersion.objects.filter(
+            purpose_id__in=granted.values("purpose_id"), requires_reconsent=True, effective_at__gt=now
+        )
+        .order_by("effective_at")
+        .values_list("effective_at", flat=True)
+        .first(),
+    ]
+    moments = [moment for moment in moments if moment is not None]
+    return min(moments) if moments else None
 
 
 def _lapsed(state: ConsentState, purpose: ConsentPurpose, now) -> tuple[bool, bool]:
@@ -208,3 +231,23 @@ def _preference_origin(actor: Actor, *, field: str, wanted: bool) -> Origin:
         user_agent=(user_agent or "")[:USER_AGENT_MAX],
         reason=reason,
     )
+
+
+DROP_CHUNK = 5_000
+
+
+def consent_drop_granted_representations(*, purpose_id) -> int:
+    """The cached representations of the customers granted for a purpose, dropped (in chunks)."""
+    ids = ConsentState.objects.filter(purpose_id=purpose_id, status=S.GRANTED).values_list("customer_id", flat=True)
+    total = 0
+    chunk: list[UUID] = []
+    for customer_id in ids.iterator(chunk_size=DROP_CHUNK):
+        chunk.append(customer_id)
+        if len(chunk) >= DROP_CHUNK:
+            customer_services.customers_representation_changed(customer_ids=chunk)
+            total += len(chunk)
+            chunk = []
+    if chunk:
+        customer_services.customers_representation_changed(customer_ids=chunk)
+        total += len(chunk)
+    return total
