@@ -1,6 +1,7 @@
 """Project-wide guarantees: schema, data classification, production settings, token command."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,16 @@ def test_issue_token_command(capsys):
     assert claims["sub"] == "svc" and claims["exp"] - claims["iat"] == 60
     with pytest.raises(Exception, match="Unknown scope"):
         call_command("issue_token", "--scope", "root")
+
+
+def test_every_transactional_test_restores_the_migrated_data():
+    """A transactional test without serialized_rollback flushes the database, and the flush's post_migrate
+    re-creates guardian's AnonymousUser and the Administrator group under new ids; the next test that
+    restores the serialized data then collides with them (order-dependent failures)."""
+    unserialized = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in (ROOT / "tests").rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.search(r"django_db\(.*transaction=True", line) and "serialized_rollback=True" not in line
+    ]
+    assert unserialized == []

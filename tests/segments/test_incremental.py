@@ -299,7 +299,7 @@ def test_a_broken_broker_does_not_fail_the_change(after_commit, monkeypatch):
     assert Customer.objects.filter(pk=customer.pk).exists()
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_evaluations_of_one_customer_at_once_join_once():
     import threading
 

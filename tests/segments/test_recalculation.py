@@ -210,7 +210,7 @@ class TestGuard:
             services.segment_request_calculation(actor=SYSTEM, segment_id=inactive.pk)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_requests_start_one_calculation():
     segment = make_segment(SPENDERS, status="inactive")
     services.segment_update(actor=SYSTEM, segment_id=segment.pk, changes={"status": "active"})
@@ -253,7 +253,7 @@ def _wait_for_a_blocked_backend(timeout: float = 10) -> None:
     raise AssertionError("the recalculation never reached the locked membership")
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_request_while_a_calculation_runs_gets_the_running_job_at_once(admin_api):
     """Two connections: the run is held mid-statement (a membership it must close is locked by the
     test); meanwhile POST /calculate answers 202 with the running job and PATCH does not wait."""
@@ -315,7 +315,7 @@ def test_a_request_while_a_calculation_runs_gets_the_running_job_at_once(admin_a
     assert members(segment) == {stays.pk}
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_per_customer_evaluation_waits_for_a_running_recalculation():
     customer = make_customer(metrics={"total_spent": Decimal("500")})
     segment = make_segment(SPENDERS)
