@@ -15,14 +15,13 @@ from typing import Any
 
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
-from django.core.cache import cache
 from django.db import connection, models, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Replace
 from django.db.models.functions.comparison import Cast
 from django.utils import timezone
 
-from customers.cache import customer_key
+from customers.cache import invalidate_customers_on_commit
 from customers.data_classification import classification_of, personal_fields
 from customers.models import (
     AccessLog,
@@ -264,6 +263,5 @@ def erase_customers_data(customer_ids: list) -> dict[str, int]:
             content_type=ContentType.objects.get_for_model(Customer), object_id__in=subjects
         ).update(object_repr="[erased customer]", change_message="[]"),
     })
-    keys = [customer_key(customer_id) for customer_id in ids]
-    transaction.on_commit(lambda: cache.delete_many(keys))
+    invalidate_customers_on_commit(ids)
     return counts

@@ -15,7 +15,6 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
@@ -26,7 +25,6 @@ from django.utils import timezone
 from customers import events
 from customers import services as customer_services
 from customers.actor import Actor
-from customers.cache import customer_key
 from customers.errors import CustomerNotFound, NotFound, ValidationFailed
 from customers.history import stamp
 from segments import calculation, selectors, tiers
@@ -1013,17 +1011,7 @@ def tiers_recalculate(*, actor: Actor) -> int:
 
 def _representations_changed(customer_ids: list) -> None:
     """Drop the cached representation of many customers once the transaction commits."""
-    if len(customer_ids) <= 100:
-        for customer_id in customer_ids:
-            customer_services.customer_representation_changed(customer_id=customer_id)
-        return
-    keys = [customer_key(customer_id) for customer_id in customer_ids]
-
-    def drop() -> None:
-        for start in range(0, len(keys), 1000):
-            cache.delete_many(keys[start : start + 1000])
-
-    transaction.on_commit(drop)
+    customer_services.customers_representation_changed(customer_ids=customer_ids)
 
 
 # Segments' part of data-subject rights, offered to privacy as this app's services.

@@ -40,12 +40,11 @@ from decimal import Decimal
 from uuid import UUID
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
 
 from customers import events, selectors, services
 from customers.actor import Actor
-from customers.cache import customer_key
+from customers.cache import invalidate_customers_on_commit
 from customers.errors import ApplicationError
 from customers.models import Customer, CustomerStatus, RegistrationSource
 
@@ -482,8 +481,7 @@ def customer_metrics_recompute(
         changed = [name for name in _METRIC_COLUMNS if new[name] != old[name]]
         items.append((customer_id, _metrics_payload(customer_id, version, new, changed)))
     events.record_many(event_type=events.CUSTOMER_METRICS_UPDATED, items=items, actor=actor)
-    keys = [customer_key(customer_id) for customer_id, _ in items]
-    transaction.on_commit(lambda: cache.delete_many(keys))
+    invalidate_customers_on_commit([customer_id for customer_id, _ in items])
     return [customer_id for customer_id, _ in items]
 
 
