@@ -17,8 +17,8 @@ from django.utils.module_loading import import_string
 
 from customers import events
 from customers import selectors as customer_selectors
-from customers.actor import Actor
-from customers.errors import InvalidStatusTransition, NotFound, ValidationFailed
+from customers.actor import SCOPE_ADMIN, Actor
+from customers.errors import Forbidden, InvalidStatusTransition, NotFound, ValidationFailed
 from customers.history import stamp
 from privacy import exports
 from privacy.models import (
@@ -115,6 +115,34 @@ def _move(request: DataSubjectRequest, *, actor: Actor, to: str, reason: str = "
     )
 
 
+# ---------------------------------------------------------------- who may do what through a token
+
+FILE = "file"  # any kind but erasure
+FILE_ERASURE = "file_erasure"
+LIST = "list"
+READ = "read"
+DOWNLOAD = "download"
+LIFT_RESTRICTION = "lift_restriction"
+# What a token without a `customer_id` claim may do with `customers:write` alone (the API checks the scope).
+WRITE_SCOPE_ENOUGH = frozenset({FILE})
+
+
+def privacy_authorize(*, actor: Actor, action: str) -> None:
+    """The rules for tokens, checked by every use-case below (staff act under their admin permissions).
+
+    - A customer's own token may do everything to its own customer (the selectors answer 404 for any
+      other customer, so it never learns they exist).
+    - Any other token (a storefront or service) may file access, portability, rectification, restriction
+      and objection requests with `customers:write`.
+    - Erasure, listing a customer's requests, reading a request, downloading the export and lifting a
+      restriction need `customers:admin` unless the token is the customer's own.
+    """
+    if actor.kind != "token" or actor.customer_id is not None or action in WRITE_SCOPE_ENOUGH:
+        return
+    if not actor.has_scope(SCOPE_ADMIN):
+        raise Forbidden(f"This privacy operation on another customer's data needs {SCOPE_ADMIN}.")
+
+
 def privacy_request_file(
     *, actor: Actor, customer_id: UUID, kind: str, notes: str = ""
 ) -> tuple[DataSubjectRequest, bool]:
@@ -125,6 +153,7 @@ def privacy_request_file(
     """
     if kind not in RequestKind.values:
         raise ValidationFailed(f"Unknown request kind {kind!r}.", errors={"kind": [f"Unknown kind {kind!r}."]})
+    privacy_authorize(actor=actor, action=FILE_ERASURE if kind == RequestKind.ERASURE else FILE)
     customer = customer_selectors.customer_get(actor=actor, customer_id=customer_id)
     existing = DataSubjectRequest.objects.filter(customer=customer, kind=kind, status__in=OPEN_STATUSES).first()
     if existing:
@@ -211,13 +240,14 @@ def privacy_request_extend(*, actor: Actor, request_id, months: int, reason: str
 
 
 def privacy_requests_of(*, actor: Actor, customer_id) -> list[DataSubjectRequest]:
+    privacy_authorize(actor=actor, action=LIST)
     customer = customer_selectors.customer_get(actor=actor, customer_id=customer_id)
     return list(DataSubjectRequest.objects.filter(customer=customer).order_by("-received_at"))
 
 
 def privacy_request_get(*, actor: Actor, request_id) -> DataSubjectRequest:
-    """A request; a customer's own token sees only its customer's (404 for others). Who may read at all is
-    the API's rule (privacy.api.authorize)."""
+    """A request; a customer's own token sees only its customer's (404 for others)."""
+    privacy_authorize(actor=actor, action=READ)
     request = DataSubjectRequest.objects.filter(pk=request_id).first()
     if request is None or (actor.customer_id is not None and str(actor.customer_id) != str(request.customer_id)):
         raise RequestNotFound(f"No privacy request {request_id}.")
@@ -334,6 +364,7 @@ def privacy_run_export(*, actor: Actor, request_id) -> DataSubjectRequest:
 
 def privacy_latest_export(*, actor: Actor, customer_id) -> tuple[DataSubjectRequest | None, dict | None]:
     """The newest export request and, when it is complete and still on disk, its document."""
+    privacy_authorize(actor=actor, action=DOWNLOAD)
     customer = customer_selectors.customer_get(actor=actor, customer_id=customer_id)
     request = (
         DataSubjectRequest.objects.filter(customer=customer, kind__in=EXPORT_KINDS)
@@ -488,6 +519,7 @@ def privacy_lift_restriction(*, actor: Actor, customer_id, reason: str):
 
     The customer's history records it; an open or completed restriction request of theirs records it too.
     """
+    privacy_authorize(actor=actor, action=LIFT_RESTRICTION)
     reason = (reason or "").strip()
     if not reason:
         raise ValidationFailed("Say why the restriction is lifted.", errors={"reason": ["This field is required."]})
