@@ -148,7 +148,7 @@ def customer_merge(
     """Fold `merged_id` into `survivor_id`; `choices` maps profile fields to `merged` where its value wins."""
     from customers import services
     from customers.duplicates import duplicates_detect
-    from customers.messaging.effects import recompute_metrics
+    from customers.messaging.effects import customer_metrics_recompute
 
     choices = _clean_choices(choices)
     locked = _lock_pair(survivor_id, merged_id)
@@ -231,8 +231,9 @@ def customer_merge(
         merged_at=now,
         undo_until=now + timedelta(days=settings.CUSTOMER_MERGE_UNDO_DAYS),
     )
-    recompute_metrics(
-        [survivor.pk, merged.pk],
+    customer_metrics_recompute(
+        actor=actor,
+        customer_ids=[survivor.pk, merged.pk],
         loyalty_deltas={survivor.pk: merged.loyalty_points, merged.pk: -merged.loyalty_points},
     )
     events.record(
@@ -289,7 +290,7 @@ def merge_undoable(merge: CustomerMerge, *, now=None) -> bool:
 def customer_merge_undo(*, actor: Actor, merge_id: UUID | str, reason: str = "") -> CustomerMerge:
     """Bring the merged customer back as it was and move its rows back (within the undo window)."""
     from customers import services
-    from customers.messaging.effects import recompute_metrics
+    from customers.messaging.effects import customer_metrics_recompute
 
     try:
         merge = CustomerMerge.objects.select_for_update().get(pk=merge_id)
@@ -371,7 +372,9 @@ def customer_merge_undo(*, actor: Actor, merge_id: UUID | str, reason: str = "")
         status=DuplicateStatus.OPEN, resolved_at=None, resolved_by=""
     )
     points = int(moved.get("customers.loyalty_points", 0))
-    recompute_metrics([survivor.pk, merged.pk], loyalty_deltas={survivor.pk: -points, merged.pk: points})
+    customer_metrics_recompute(
+        actor=actor, customer_ids=[survivor.pk, merged.pk], loyalty_deltas={survivor.pk: -points, merged.pk: points}
+    )
 
     merge.undone_at = now
     merge.undone_by = actor.label

@@ -484,11 +484,3 @@ def customer_metrics_recompute(
     invalidate_customers_on_commit([customer_id for customer_id, _ in items])
     return [customer_id for customer_id, _ in items]
 
-
-def recompute_metrics(
-    customer_ids: list[UUID], loyalty_deltas: dict[UUID, int] | None = None, *, actor: Actor | None = None
-) -> list[UUID]:
-    """The former name, kept for callers outside this package (merges): `customer_metrics_recompute`."""
-    return customer_metrics_recompute(
-        actor=actor or INBOUND_ACTOR, customer_ids=customer_ids, loyalty_deltas=loyalty_deltas
-    )

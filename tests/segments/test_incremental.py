@@ -232,7 +232,7 @@ def test_a_batch_of_ingestion_is_one_evaluation_task_with_every_customer(after_c
     customer.metrics.updated.v1), then one task evaluates all its customers."""
     from celery.signals import task_prerun
 
-    from customers.messaging.effects import recompute_metrics
+    from customers.messaging.effects import INBOUND_ACTOR, customer_metrics_recompute
     from tests.segments.conftest import add_orders
 
     segment = live({"field": "total_spent", "op": "gte", "value": 1000})
@@ -249,7 +249,7 @@ def test_a_batch_of_ingestion_is_one_evaluation_task_with_every_customer(after_c
     task_prerun.connect(seen, weak=False)
     try:
         with after_commit(), transaction.atomic():
-            changed = recompute_metrics([big.pk, small.pk, bigger.pk])
+            changed = customer_metrics_recompute(actor=INBOUND_ACTOR, customer_ids=[big.pk, small.pk, bigger.pk])
     finally:
         task_prerun.disconnect(seen)
     assert len(changed) == 3
