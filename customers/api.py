@@ -216,22 +216,6 @@ class CustomerInputSerializer(StrictSerializer):
     preferences = PreferencesInputSerializer(required=False, help_text="Only on create: initial preferences")
 
 
-# The profile fields a PUT replaces. Identity links and facts about the account (external_id,
-# registration source and time, verification flags, last login) change only when named.
-PUT_REPLACES = (
-    "first_name",
-    "last_name",
-    "phone",
-    "date_of_birth",
-    "gender",
-    "customer_type",
-    "company_name",
-    "tags",
-    "metadata",
-    "custom_attributes",
-)
-
-
 class StatusChangeSerializer(StrictSerializer):
     status = serializers.ChoiceField(choices=CustomerStatus.choices)
     reason = serializers.CharField(max_length=1000)
@@ -334,7 +318,9 @@ def _customer_with_preferences():
     update=extend_schema(
         summary="Replace a customer's profile",
         description=scope_note(SCOPE_WRITE)
-        + " Profile fields the body leaves out (" + ", ".join(PUT_REPLACES) + ") go back to their empty defaults;"
+        + " Profile fields the body leaves out ("
+        + ", ".join(services.REPLACED_PROFILE_FIELDS)
+        + ") go back to their empty defaults;"
         " external_id, registration facts, verification flags and last login change only when given.",
         request=CustomerInputSerializer,
         responses={
@@ -435,13 +421,14 @@ class CustomerViewSet(
         payload = CustomerInputSerializer(data=request.data, partial=partial)
         payload.is_valid(raise_exception=True)
         changes = dict(payload.validated_data)
-        if not partial:
-            # PUT replaces the profile: what the body leaves out goes back to its empty default.
-            changes = {name: Customer._meta.get_field(name).get_default() for name in PUT_REPLACES} | changes
         if "preferences" in changes:
             raise serializers.ValidationError({"preferences": ["Change preferences at /customers/{id}/preferences."]})
         services.customer_update(
-            actor=request.auth, customer_id=customer.pk, changes=changes, expected_version=_if_match(request)
+            actor=request.auth,
+            customer_id=customer.pk,
+            changes=changes,
+            expected_version=_if_match(request),
+            replace=not partial,
         )
         return self._respond_with(customer.pk)
 

@@ -53,6 +53,21 @@ PROFILE_FIELDS = (
     "registered_at",
     "last_login_at",
 )
+# What replacing a profile (PUT) resets when the new profile leaves it out. Identity links and facts
+# about the account (external id, registration source and time, verification flags, last login)
+# change only when named.
+_KEPT_WHEN_REPLACED = frozenset(
+    {
+        "email",
+        "external_id",
+        "registration_source",
+        "registered_at",
+        "email_verified",
+        "phone_verified",
+        "last_login_at",
+    }
+)
+REPLACED_PROFILE_FIELDS = tuple(name for name in PROFILE_FIELDS if name not in _KEPT_WHEN_REPLACED)
 PREFERENCE_FIELDS = tuple(
     f.name for f in CustomerPreferences._meta.concrete_fields if f.name not in ("customer", "updated_at")
 )
@@ -236,9 +251,20 @@ def _refuse_erased(customer: Customer) -> None:
 
 @transaction.atomic
 def customer_update(
-    *, actor: Actor, customer_id: UUID, changes: dict[str, Any], expected_version: int | None = None
+    *,
+    actor: Actor,
+    customer_id: UUID,
+    changes: dict[str, Any],
+    expected_version: int | None = None,
+    replace: bool = False,
 ) -> Customer:
-    """Change profile fields; the event names the fields that changed, never their old values."""
+    """Change profile fields; the event names the fields that changed, never their old values.
+
+    `replace=True` replaces the profile: `REPLACED_PROFILE_FIELDS` the changes leave out go back to
+    their empty defaults.
+    """
+    if replace:
+        changes = {name: Customer._meta.get_field(name).get_default() for name in REPLACED_PROFILE_FIELDS} | changes
     customer = _lock_customer(customer_id)
     _refuse_erased(customer)
     if expected_version is not None and expected_version != customer.version:
