@@ -81,22 +81,9 @@ def origin_of(request) -> RequestOrigin:
 _request_origin: ContextVar[RequestOrigin | None] = ContextVar("consent_request_origin", default=None)
 
 
-def client_ip(request) -> str | None:
-    """The peer address. Behind a proxy, configure it to set REMOTE_ADDR (we do not trust X-Forwarded-For)."""
-    return origin_of(request).peer_ip
-
-
-def client_user_agent(request) -> str:
-    return origin_of(request).peer_user_agent
-
-
 def request_origin_for(request, actor) -> tuple[str | None, str]:
     """For the consent API: the (IP, user agent) to record for this request's actor."""
     return origin_of(request).for_actor(actor)
-
-
-def current_request_origin() -> RequestOrigin | None:
-    return _request_origin.get()
 
 
 def current_origin_for(actor) -> tuple[str | None, str]:
