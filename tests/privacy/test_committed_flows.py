@@ -9,12 +9,6 @@ from tests.factories import CustomerFactory
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
-@pytest.fixture
-def export_dir(settings, tmp_path):
-    settings.PRIVACY_EXPORT_DIR = str(tmp_path / "exports")
-    return tmp_path / "exports"
-
-
 @pytest.mark.parametrize("kind", ["access", "portability"])
 def test_filing_an_export_through_the_api_commits_and_runs_the_export(api_client, export_dir, kind):
     customer = CustomerFactory(email="ann.lee@example.com")

@@ -3,11 +3,9 @@
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group
 from django.db import OperationalError
 
 from customers.actor import Actor
-from customers.roles import COMPLIANCE
 from privacy import exports, services, tasks
 from privacy.models import DataSubjectRequest, RequestStatus
 from tests.factories import CustomerFactory
@@ -15,20 +13,6 @@ from tests.factories import CustomerFactory
 pytestmark = pytest.mark.django_db
 SYSTEM = Actor.system("tests")
 QUEUE = "/admin/privacy/datasubjectrequest/"
-
-
-@pytest.fixture
-def export_dir(settings, tmp_path):
-    settings.PRIVACY_EXPORT_DIR = str(tmp_path / "exports")
-    return tmp_path / "exports"
-
-
-@pytest.fixture
-def officer(client, django_user_model):
-    user = django_user_model.objects.create_user("officer", is_staff=True)
-    user.groups.add(Group.objects.get(name=COMPLIANCE))
-    client.force_login(user)
-    return user
 
 
 def files(directory: Path) -> list[str]:

@@ -15,7 +15,6 @@ from consent import selectors as consent_selectors
 from customers import activity, notes
 from customers.actor import SCOPE_READ, SCOPE_WRITE, Actor
 from customers.models import Customer
-from customers.roles import COMPLIANCE
 from privacy import retention, services
 from privacy.models import DataSubjectRequest, ErasureLog, RequestStatus
 from tests.factories import CustomerFactory
@@ -23,20 +22,6 @@ from tests.factories import CustomerFactory
 pytestmark = pytest.mark.django_db
 SYSTEM = Actor.system("tests")
 QUEUE = "/admin/privacy/datasubjectrequest/"
-
-
-@pytest.fixture
-def export_dir(settings, tmp_path):
-    settings.PRIVACY_EXPORT_DIR = str(tmp_path / "exports")
-    return tmp_path / "exports"
-
-
-@pytest.fixture
-def officer(client, django_user_model):
-    user = django_user_model.objects.create_user("officer", is_staff=True)
-    user.groups.add(Group.objects.get(name=COMPLIANCE))
-    client.force_login(user)
-    return user
 
 
 def test_an_objection_request_ends_direct_marketing_through_consent():
