@@ -13,7 +13,7 @@ development database:
   events/s from the first message to the last commit; the customers' metrics are checked against
   what was sent; target >= 10,000/s. Beside it, the same consumer with a no-op apply (raw consume).
 
-The bench uses its own customers (external id `bench-ev-…`, created once) and its own exchange and
+The bench uses its own customers (external id `evbench-…`, created once) and its own exchange and
 queues, and removes its outbox rows, orders, inbox rows, activity and metrics changes afterwards.
 """
 
@@ -33,7 +33,7 @@ NAME = "events"
 RELAY_EVENTS = int(os.environ.get("BENCH_RELAY_EVENTS", "50000"))
 INBOUND_EVENTS = int(os.environ.get("BENCH_INBOUND_EVENTS", "50000"))
 BENCH_CUSTOMERS = 10_000
-PREFIX = "bench-ev-"
+PREFIX = "evbench-"  # not "bench-…": that prefix marks the numbered bulk-loaded customers
 TARGET_OUT, TARGET_IN = 5_000, 10_000
 BROKERS = {
     "redis": os.environ.get("BENCH_EVENTS_REDIS_URL", "redis://127.0.0.1:6379/13"),
