@@ -11,6 +11,7 @@ from consent import selectors
 from consent.admin.export import consent_records_csv, customer_number_subquery
 from consent.models import ConsentRecord, ConsentState
 from customers import selectors as customer_selectors
+from customers import services as customer_services
 from customers.actor import Actor
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,14 @@ class ConsentRecordAdmin(admin.ModelAdmin):
     @admin.action(description="Export selected consent records as CSV (audit)", permissions=["export"])
     def export_csv(self, request, queryset):
         logger.info("consent records exported by staff:%s", request.user.get_username())
-        return consent_records_csv(ConsentRecord.objects.filter(pk__in=queryset.values("pk")))
+        records = ConsentRecord.objects.filter(pk__in=queryset.values("pk"))
+        customer_services.access_log_record_ids(
+            user=request.user,
+            customer_ids=records.values("customer_id").distinct(),
+            action="export",
+            reference="consent-records",
+        )
+        return consent_records_csv(records)
 
 
 class NeedsRenewalFilter(admin.SimpleListFilter):

@@ -8,7 +8,7 @@ from django.forms import MultiWidget
 from django.utils import timezone
 
 from consent.models import ConsentPurpose, ConsentRecord, PolicyVersion, notice_text_hash
-from customers.models import CustomerPreferences
+from customers.models import AccessLog, CustomerPreferences
 from tests.consent.conftest import change, new_version, state_of
 from tests.factories import CustomerFactory
 
@@ -278,6 +278,11 @@ def test_compliance_exports_selected_records_from_the_record_list(client, compli
     assert response.status_code == 200
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert {row["record_id"] for row in rows} == {str(r.pk) for r in records}
+    # Reading a customer's consent proof is access to their personal data: logged, ids only.
+    logged = AccessLog.objects.filter(user=compliance_user)
+    assert list(logged.values_list("customer_id", "action", "reference")) == [
+        (customer.pk, "export", "consent-records")
+    ]
 
 
 # ---------------------------------------------------------------- the service's refusals are form errors, never a 500
