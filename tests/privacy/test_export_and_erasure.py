@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from django.utils import timezone
 from django_redis import get_redis_connection
@@ -135,13 +134,12 @@ def rich_customer(api_client, staff_user, prefix: str, phone: str, line: str) ->
         placed_at=timezone.now(),
         status_changed_at=timezone.now(),
     )
-    LogEntry.objects.log_action(
+    LogEntry.objects.log_actions(  # its object_repr is str(customer): the names
         user_id=staff_user.pk,
-        content_type_id=ContentType.objects.get_for_model(Customer).pk,
-        object_id=str(customer.pk),
-        object_repr=str(customer),
+        queryset=[customer],
         action_flag=CHANGE,
         change_message=f"Changed last_name for {values['last_name']}",
+        single_object=True,
     )
     # A real staff note (with its history row), and a dead letter whose raw body names the person.
     notes.note_create(actor=staff, customer_id=customer.pk, text=values["note_text"])
