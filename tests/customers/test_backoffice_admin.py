@@ -629,3 +629,35 @@ def test_search_results_across_pages_keep_their_order(client, staff, monkeypatch
     client.force_login(staff(CUSTOMER_SERVICE))
     pages = [list(client.get(CHANGELIST, {"q": "lee", "p": page}).context["cl"].result_list) for page in (1, 2, 3)]
     assert pages == [[ann], [newer], [older]]  # the exact last name, then the newest first
+
+
+def test_an_xlsx_file_imports_like_a_csv(client, staff):
+    import io
+
+    from openpyxl import Workbook
+
+    def upload(rows):
+        workbook = Workbook()
+        for row in [["email", "first_name", "last_name", "phone"], *rows]:
+            workbook.active.append(row)
+        content = io.BytesIO()
+        workbook.save(content)
+        file = SimpleUploadedFile(
+            "customers.xlsx", content.getvalue(),
+            content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        )
+        return client.post(f"{CHANGELIST}import/", {"format": xlsx, "import_file": file, "resource": "0"})
+
+    client.force_login(staff(ADMINISTRATOR, "boss"))
+    choices = dict(client.get(f"{CHANGELIST}import/").context["form"].fields["format"].choices)
+    xlsx = next(index for index, label in choices.items() if str(label).lower() == "xlsx")
+    good = ["xlsx.one@example.com", "Xia", "Lin", "+14155550101"]
+    result = upload([good, ["not-an-email", "Bad", "Row", ""]]).context["result"]
+    assert [row.number for row in result.invalid_rows] == [2] and "email" in result.invalid_rows[0].error_dict
+    assert not Customer.objects.filter(email="xlsx.one@example.com").exists()  # the dry run wrote nothing
+
+    confirm = upload([good]).context["confirm_form"]
+    response = client.post(f"{CHANGELIST}process_import/", {name: confirm[name].value() for name in confirm.fields})
+    assert response.status_code == 302
+    created = Customer.objects.get(email="xlsx.one@example.com")
+    assert (created.first_name, created.phone, created.registration_source) == ("Xia", "+14155550101", "import")
