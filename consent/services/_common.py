@@ -39,6 +39,7 @@ from consent.models import (
     ConsentSource,
     ConsentState,
     ConsentStatus,
+    ConsentTrigger,
     PolicyVersion,
 )
 from customers import events as customer_events
@@ -286,3 +287,19 @@ def write_preferences(*, actor: Actor, customer_id: UUID, changes: dict[str, boo
     """Make the preference columns show the consent just recorded (a no-op when they already do)."""
     if changes:
         customer_services.customer_preferences_update(actor=actor, customer_id=customer_id, changes=changes)
+
+
+def expire_now(*, state: ConsentState, purpose: ConsentPurpose, now) -> ConsentState:
+    """Record a grant past its validity as expired, as of when it ceased (what the expiry task writes)."""
+    return append_change(
+        actor=SYSTEM_ACTOR,
+        customer_id=state.customer_id,
+        purpose=purpose,
+        state=state,
+        status=S.EXPIRED,
+        version=state.policy_version,
+        origin=Origin(source=ConsentSource.SYSTEM),
+        trigger=ConsentTrigger.EXPIRY,
+        now=now,
+        occurred_at=state.valid_until,
+    )

@@ -13,7 +13,6 @@ from consent.errors import ConsentAlreadyInState, TransitionNotAllowed
 from consent.models import (
     ConsentPurpose,
     ConsentRecord,
-    ConsentSource,
     ConsentState,
     ConsentTrigger,
 )
@@ -22,11 +21,10 @@ from consent.services._common import (
     NOTHING,
     PREFERENCE_FIELD_BY_PURPOSE,
     REQUESTABLE_STATUSES,
-    SYSTEM_ACTOR,
-    Origin,
     S,
     append_change,
     clean_origin,
+    expire_now,
     grant_version,
     lock_customer,
     locked_state,
@@ -88,18 +86,7 @@ def consent_change(
     if current == S.GRANTED and state.valid_until is not None and state.valid_until <= now:
         # A grant past its validity no longer counts, even before the expiry task has run: write the
         # expiry down first (as the task would), so a new grant is a real move and a withdrawal a no-op.
-        state = append_change(
-            actor=SYSTEM_ACTOR,
-            customer_id=customer.pk,
-            purpose=purpose,
-            state=state,
-            status=S.EXPIRED,
-            version=state.policy_version,
-            origin=Origin(source=ConsentSource.SYSTEM),
-            trigger=ConsentTrigger.EXPIRY,
-            now=now,
-            occurred_at=state.valid_until,
-        )
+        state = expire_now(state=state, purpose=purpose, now=now)
         current = S.EXPIRED
         if status == S.REVOKED:
             _sync_preference(actor, customer.pk, purpose, S.EXPIRED)

@@ -19,7 +19,6 @@ from consent.context import current_origin_for
 from consent.models import (
     ConsentPurpose,
     ConsentRecord,
-    ConsentSource,
     ConsentState,
     ConsentTrigger,
     PolicyVersion,
@@ -33,6 +32,7 @@ from consent.services._common import (
     Origin,
     S,
     append_change,
+    expire_now,
     grant_version,
     locked_state,
     record_event,
@@ -178,7 +178,7 @@ def on_preferences_updated(*, event, actor: Actor | None) -> None:
             # it is first recorded as expired (as the expiry task would); superseded, it is renewed.
             past_validity, needs_renewal = _lapsed(state, purpose, now)
             if past_validity:
-                state = _expire_now(state=state, purpose=purpose, now=now)
+                state = expire_now(state=state, purpose=purpose, now=now)
             elif needs_renewal:
                 trigger = ConsentTrigger.RENEWAL
             else:
@@ -202,22 +202,6 @@ def on_preferences_updated(*, event, actor: Actor | None) -> None:
             trigger=trigger,
             now=now,
         )
-
-
-def _expire_now(*, state: ConsentState, purpose: ConsentPurpose, now) -> ConsentState:
-    """Record a grant past its validity as expired, as of when it ceased (what the expiry task writes)."""
-    return append_change(
-        actor=SYSTEM_ACTOR,
-        customer_id=state.customer_id,
-        purpose=purpose,
-        state=state,
-        status=S.EXPIRED,
-        version=state.policy_version,
-        origin=Origin(source=ConsentSource.SYSTEM),
-        trigger=ConsentTrigger.EXPIRY,
-        now=now,
-        occurred_at=state.valid_until,
-    )
 
 
 def _preference_origin(actor: Actor, *, field: str, wanted: bool) -> Origin:
