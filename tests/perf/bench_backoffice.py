@@ -18,7 +18,6 @@ address gets one default shipping address here (set-based, once).
 
 from __future__ import annotations
 
-import os
 import random
 import statistics
 import tempfile
@@ -87,20 +86,6 @@ def _ensure_addresses(conn) -> dict:
     return info
 
 
-def _django():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ["DATABASE_URL"] = common.DATABASE_URL
-    import django
-
-    django.setup()
-
-
-def _percentile(sorted_values: list[float], percent: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(percent / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
 
 
 def _row(scenario, timings_ms, *, target="", passed=None, failures=(), details=None, reference=None) -> Row:
@@ -111,9 +96,9 @@ def _row(scenario, timings_ms, *, target="", passed=None, failures=(), details=N
     return Row(
         scenario=scenario,
         requests_per_second=round(1000 * len(timings_ms) / sum(timings_ms), 1) if timings_ms else 0.0,
-        p50_ms=round(_percentile(timings_ms, 50), 2),
-        p95_ms=round(_percentile(timings_ms, 95), 2),
-        p99_ms=round(_percentile(timings_ms, 99), 2),
+        p50_ms=round(common.percentile_of(timings_ms, 50), 2),
+        p95_ms=round(common.percentile_of(timings_ms, 95), 2),
+        p99_ms=round(common.percentile_of(timings_ms, 99), 2),
         requests=len(timings_ms),
         errors=0,
         percent_of_reference=percent,
@@ -196,7 +181,7 @@ def _bench_search(report: Report, conn) -> None:
         reference.append(_match_alone_ms(term))
     ref_median = statistics.median(reference)
     report.rows.append(_row("reference: the same match alone, first 50 ids (no page, no count, no rank)", reference))
-    p95 = _percentile(sorted(timings), 95)
+    p95 = common.percentile_of(sorted(timings), 95)
     passed = p95 < TARGET_SEARCH_P95_MS and not misses
     failures = ([f"p95 {p95:.0f} ms"] if p95 >= TARGET_SEARCH_P95_MS else []) + (
         [f"{len(misses)} searches found nobody"] if misses else []
@@ -210,16 +195,16 @@ def _bench_search(report: Report, conn) -> None:
             failures=failures,
             reference=ref_median,
             details={
-                "p95_ms_per_kind": {k: round(_percentile(sorted(v), 95), 1) for k, v in per_kind.items()},
-                "p50_ms_per_kind": {k: round(_percentile(sorted(v), 50), 1) for k, v in per_kind.items()},
+                "p95_ms_per_kind": {k: round(common.percentile_of(sorted(v), 95), 1) for k, v in per_kind.items()},
+                "p50_ms_per_kind": {k: round(common.percentile_of(sorted(v), 50), 1) for k, v in per_kind.items()},
                 "examples": {kind: term for kind, term in terms[:9]},
             },
         )
     )
-    p50 = _percentile(sorted(timings), 50)
+    p50 = common.percentile_of(sorted(timings), 50)
     log(f"  search: p50 {p50:.1f} ms, p95 {p95:.1f} ms (match alone p50 {ref_median:.1f} ms)")
     for kind, values in per_kind.items():
-        log(f"    {kind:22} p95 {_percentile(sorted(values), 95):6.1f} ms")
+        log(f"    {kind:22} p95 {common.percentile_of(sorted(values), 95):6.1f} ms")
 
 
 # ---------------------------------------------------------------- export
@@ -349,7 +334,7 @@ def run(ctx: Context) -> Report:
     with common.connect(autocommit=True) as conn:
         report.setup["addresses"] = _ensure_addresses(conn)
         report.setup["customers"] = conn.execute("SELECT count(*) FROM customers_customer").fetchone()[0]
-        _django()
+        common.setup_django()
         if options.wants("search"):
             log("measuring the admin changelist search")
             _bench_search(report, conn)

@@ -42,14 +42,6 @@ BROKERS = {
 BATCH = int(os.environ.get("BENCH_EVENTS_BATCH", "500"))
 
 
-def _django():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ["DATABASE_URL"] = common.DATABASE_URL
-    import django
-
-    django.setup()
-
 
 def _reachable(url: str) -> bool:
     from kombu import Connection
@@ -358,7 +350,7 @@ def _noop(messages):
 
 def run(ctx: Context) -> Report:
     report = Report(name=NAME, rows=[])
-    _django()
+    common.setup_django()
     from django.db import connection
 
     customer_ids = _bench_customers()

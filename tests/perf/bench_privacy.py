@@ -46,25 +46,11 @@ SWEEP_YEARS = 20  # inactivity period for the sweep; the sweep's customers regis
 MARK = "bench-privacy"
 
 
-def _django():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ["DATABASE_URL"] = common.DATABASE_URL
-    import django
-
-    django.setup()
-
-
-def _percentile(sorted_values: list[float], percent: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(percent / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
 
 
 def _row(scenario, seconds: list[float], *, target="", limit=None, details=None, reference=None) -> Row:
     timings_ms = sorted(1000 * value for value in seconds)
-    p95 = _percentile(timings_ms, 95)
+    p95 = common.percentile_of(timings_ms, 95)
     passed = None if limit is None else p95 <= 1000 * limit
     percent = None
     if reference:
@@ -72,9 +58,9 @@ def _row(scenario, seconds: list[float], *, target="", limit=None, details=None,
     return Row(
         scenario=scenario,
         requests_per_second=round(1000 * len(timings_ms) / sum(timings_ms), 2) if timings_ms else 0.0,
-        p50_ms=round(_percentile(timings_ms, 50), 1),
+        p50_ms=round(common.percentile_of(timings_ms, 50), 1),
         p95_ms=round(p95, 1),
-        p99_ms=round(_percentile(timings_ms, 99), 1),
+        p99_ms=round(common.percentile_of(timings_ms, 99), 1),
         requests=len(timings_ms),
         errors=0,
         percent_of_reference=percent,
@@ -348,7 +334,7 @@ def run(ctx: Context) -> Report:
     report = Report(name=NAME, rows=[])
     if not options.skip_load:
         report.setup["load"] = common.ensure_customers(options.customers)
-    _django()
+    common.setup_django()
     from django.conf import settings
     from django.utils import timezone
 

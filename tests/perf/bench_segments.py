@@ -131,14 +131,6 @@ SELECT (SELECT count(*) FROM opened), (SELECT count(*) FROM closed), (SELECT cou
 )
 
 
-def _django():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-    os.environ["DJANGO_DEBUG"] = "false"  # no query log growing in memory
-    os.environ["DATABASE_URL"] = common.DATABASE_URL
-    import django
-
-    django.setup()
-
 
 @contextmanager
 def _stopwatch(into: list[float]):
@@ -408,14 +400,14 @@ class Bench:
                 result = services.customer_segments_evaluate(actor=self.actor, customer_id=customer_id)
             changes += len(result.joined) + len(result.left)
         timings_ms = sorted(value * 1000 for value in timings)
-        p99 = _percentile(timings_ms, 99)
+        p99 = common.percentile_of(timings_ms, 99)
         passed = p99 < TARGET_EVALUATION_P99_MS
         self.report.rows.append(
             Row(
                 scenario="evaluate one customer against the built-in segments (+ tier)",
                 requests_per_second=round(len(timings) / sum(timings), 1),
-                p50_ms=round(_percentile(timings_ms, 50), 2),
-                p95_ms=round(_percentile(timings_ms, 95), 2),
+                p50_ms=round(common.percentile_of(timings_ms, 50), 2),
+                p95_ms=round(common.percentile_of(timings_ms, 95), 2),
                 p99_ms=round(p99, 2),
                 requests=len(timings),
                 errors=0,
@@ -425,7 +417,7 @@ class Bench:
                 details={"max_ms": round(timings_ms[-1], 2), "joins_and_leaves": changes},
             )
         )
-        log(f"  evaluation: p50 {_percentile(timings_ms, 50):.1f} ms, p99 {p99:.1f} ms ({changes} changes)")
+        log(f"  evaluation: p50 {common.percentile_of(timings_ms, 50):.1f} ms, p99 {p99:.1f} ms ({changes} changes)")
 
     def restore_evaluated(self) -> None:
         from django.db import connection, transaction
@@ -525,12 +517,6 @@ class Bench:
                 )
 
 
-def _percentile(sorted_values: list[float], percent: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(percent / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
-
 
 def run(ctx: Context) -> Report:
     options = ctx.options
@@ -550,7 +536,7 @@ def run(ctx: Context) -> Report:
     report.setup["load_average_before"] = os.getloadavg()
     if total < options.customers:
         raise BenchError(f"{total:,} customers in the database, {options.customers:,} wanted (run without --skip-load)")
-    _django()
+    common.setup_django()
     from django.utils import timezone
 
     random.seed(ctx.run_id)

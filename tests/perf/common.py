@@ -973,3 +973,22 @@ def ensure_customers(target: int) -> dict:
     info["load_seconds"] = round(time.monotonic() - started, 1)
     log(f"customers: {total:,} present after loading for {info['load_seconds']:.1f}s")
     return info
+
+
+def setup_django() -> None:
+    """Django in this process, for benchmarks that call the services directly: the dev database,
+    DEBUG off (no query log growing in memory)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+    os.environ["DJANGO_DEBUG"] = "false"
+    os.environ["DATABASE_URL"] = DATABASE_URL
+    import django
+
+    django.setup()
+
+
+def percentile_of(sorted_values: list[float], percent: float) -> float:
+    """The nearest-rank percentile of already sorted values (0.0 for none)."""
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(percent / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
