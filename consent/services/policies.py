@@ -95,13 +95,8 @@ def purpose_create(*, actor: Actor, code: str, name: str, **values: Any) -> Cons
     """A new purpose. Customers get their explicit `not_requested` for it when its first policy
     version takes effect (`policy_version_create`): a consent record always names the wording in force.
     """
-    unknown = set(values) - set(PURPOSE_FIELDS)
-    if unknown:
-        raise ValidationFailed("Unknown fields.", errors={name: ["Not a purpose field."] for name in sorted(unknown)})
-    if ConsentPurpose.objects.filter(code=code).exists():
-        raise ValidationFailed("A purpose with this code exists.", errors={"code": ["Already in use."]})
+    purpose_validate(values={"code": code, "name": name, **values})
     purpose = ConsentPurpose(code=code, name=name, **values)
-    _check_purpose(purpose)
     stamp(purpose, actor, "created")
     purpose.save()
     return purpose
@@ -110,19 +105,12 @@ def purpose_create(*, actor: Actor, code: str, name: str, **values: Any) -> Cons
 @transaction.atomic
 def purpose_update(*, actor: Actor, purpose_id: UUID, changes: dict[str, Any]) -> ConsentPurpose:
     purpose = ConsentPurpose.objects.select_for_update().get(pk=purpose_id)
-    unknown = set(changes) - set(PURPOSE_FIELDS)
-    if unknown:
-        raise ValidationFailed("Unknown fields.", errors={name: ["Not a purpose field."] for name in sorted(unknown)})
-    if "code" in changes and changes["code"] != purpose.code:
-        raise ValidationFailed(
-            "A purpose's code never changes: clients and records use it.", errors={"code": ["Cannot be changed."]}
-        )
+    purpose_validate(values=changes, purpose_id=purpose_id)
     changed = sorted(name for name, value in changes.items() if getattr(purpose, name) != value)
     if not changed:
         return purpose
     for name in changed:
         setattr(purpose, name, changes[name])
-    _check_purpose(purpose)
     purpose.updated_at = timezone.now()
     stamp(purpose, actor, "updated: " + ", ".join(changed))
     purpose.save()
@@ -155,25 +143,37 @@ def policy_version_validate(
 ) -> None:
     """Every check `policy_version_create` (no version id) or `policy_version_update` applies,
     without writing. Raises the same ValidationFailed / PolicyVersionInUse the write would."""
-    unknown = set(values) - set(POLICY_VERSION_FIELDS)
-    if unknown:
-        raise ValidationFailed("Unknown fields.", errors={name: ["Not a version field."] for name in sorted(unknown)})
+    _refuse_unknown_version_fields(values)
     if policy_version_id is None:
         version = PolicyVersion(purpose_id=purpose_id, **values)
     else:
         version = PolicyVersion.objects.get(pk=policy_version_id)
-        changed = sorted(name for name, value in values.items() if getattr(version, name) != value)
-        wording = [name for name in changed if name in PolicyVersion.WORDING_FIELDS]
-        if wording and policy_version_in_use(version):
-            raise PolicyVersionInUse(
-                f"Version {version.version} of {version.purpose.code} is the wording of recorded consent: "
-                f"{', '.join(wording)} cannot change. Publish a new version instead."
-            )
-        for name in changed:
-            setattr(version, name, values[name])
-        if "notice_text" in changed and "text_hash" not in changed:
-            version.text_hash = ""
+        _apply_version_changes(version, values)
     _check_wording(version)
+
+
+def _refuse_unknown_version_fields(values: dict[str, Any]) -> None:
+    unknown = set(values) - set(POLICY_VERSION_FIELDS)
+    if unknown:
+        raise ValidationFailed("Unknown fields.", errors={name: ["Not a version field."] for name in sorted(unknown)})
+
+
+def _apply_version_changes(version: PolicyVersion, changes: dict[str, Any]) -> list[str]:
+    """Set the changes on `version` (in memory) and return the changed names; the wording of a version
+    that recorded consent points at never changes."""
+    _refuse_unknown_version_fields(changes)
+    changed = sorted(name for name, value in changes.items() if getattr(version, name) != value)
+    wording = [name for name in changed if name in PolicyVersion.WORDING_FIELDS]
+    if wording and policy_version_in_use(version):
+        raise PolicyVersionInUse(
+            f"Version {version.version} of {version.purpose.code} is the wording of recorded consent: "
+            f"{', '.join(wording)} cannot change. Publish a new version instead."
+        )
+    for name in changed:
+        setattr(version, name, changes[name])
+    if "notice_text" in changed and "text_hash" not in changed:
+        version.text_hash = ""
+    return changed
 
 
 def _check_wording(version: PolicyVersion) -> None:
@@ -211,9 +211,7 @@ def _check_wording(version: PolicyVersion) -> None:
 
 @transaction.atomic
 def policy_version_create(*, actor: Actor, purpose_id: UUID, **values: Any) -> PolicyVersion:
-    unknown = set(values) - set(POLICY_VERSION_FIELDS)
-    if unknown:
-        raise ValidationFailed("Unknown fields.", errors={name: ["Not a version field."] for name in sorted(unknown)})
+    _refuse_unknown_version_fields(values)
     purpose = ConsentPurpose.objects.select_for_update().get(pk=purpose_id)
     version = PolicyVersion(purpose=purpose, **values)
     _check_wording(version)
@@ -234,22 +232,9 @@ def policy_version_update(*, actor: Actor, policy_version_id: UUID, changes: dic
     `requires_reconsent` may change (its wording is the proof of what customers agreed to).
     """
     version = PolicyVersion.objects.select_for_update().get(pk=policy_version_id)
-    unknown = set(changes) - set(POLICY_VERSION_FIELDS)
-    if unknown:
-        raise ValidationFailed("Unknown fields.", errors={name: ["Not a version field."] for name in sorted(unknown)})
-    changed = sorted(name for name, value in changes.items() if getattr(version, name) != value)
+    changed = _apply_version_changes(version, changes)
     if not changed:
         return version
-    wording = [name for name in changed if name in PolicyVersion.WORDING_FIELDS]
-    if wording and policy_version_in_use(version):
-        raise PolicyVersionInUse(
-            f"Version {version.version} of {version.purpose.code} is the wording of recorded consent: "
-            f"{', '.join(wording)} cannot change. Publish a new version instead."
-        )
-    for name in changed:
-        setattr(version, name, changes[name])
-    if "notice_text" in changed and "text_hash" not in changed:
-        version.text_hash = ""
     _check_wording(version)
     stamp(version, actor, "updated: " + ", ".join(changed))
     version.save()
