@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC as dt_timezone
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
@@ -30,7 +31,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from customers.access_log import access_log_record_selection
+from customers.access_log import SelectionLogInSnapshot, access_log_forget, access_log_record_selection
 from customers.data_rights import json_value
 from customers.errors import Forbidden, NotFound, ValidationFailed
 from customers.extensions import address_lookup
@@ -141,12 +142,16 @@ def selection_count(selection_sql: str, params: list) -> int:
 # ---------------------------------------------------------------- writing
 
 
-def copy_csv(names: list[str], selection_sql: str, params: list, *, ordered: bool = True):
-    """Yield the CSV bytes of the selection, straight from PostgreSQL's COPY."""
+def copy_csv(names: list[str], selection_sql: str, params: list, *, ordered: bool = True, copied: list | None = None):
+    """Yield the CSV bytes of the selection, straight from PostgreSQL's COPY; at the end, the number of
+    rows copied (COPY's own count) is appended to `copied` when given."""
     statement = f"COPY ({_select(names, selection_sql, ordered=ordered)}) TO STDOUT WITH (FORMAT csv, HEADER)"
-    with connection.cursor() as cursor, cursor.cursor.copy(statement, params) as copy:
-        for chunk in copy:
-            yield bytes(chunk)
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(statement, params) as copy:
+            for chunk in copy:
+                yield bytes(chunk)
+        if copied is not None:
+            copied.append(cursor.cursor.rowcount)
 
 
 def _xlsx_rows(names: list[str], selection_sql: str, params: list) -> Iterator[tuple]:
@@ -312,56 +317,109 @@ def rows_done(job: CustomerExportJob) -> int:
 
 
 def write_csv_file(path: Path, names: list[str], selection_sql: str, params: list, progress=None) -> int:
-    """The whole selection as CSV in one COPY (file order: as PostgreSQL reads it); returns the data rows.
+    """The whole selection as CSV in one COPY (file order: as PostgreSQL reads it); returns the data rows
+    (COPY's count).
 
     Progress counts line ends (a value holding a line break makes it run ahead a little).
     """
-    lines, reported = 0, 0
+    lines, reported, copied = 0, 0, []
     with path.open("wb") as handle:
-        for chunk in copy_csv(names, selection_sql, params, ordered=False):
+        for chunk in copy_csv(names, selection_sql, params, ordered=False, copied=copied):
             handle.write(chunk)
             lines += chunk.count(b"\n")
             if progress is not None and handle.tell() - reported >= PROGRESS_EVERY_BYTES:
                 reported = handle.tell()
                 progress(max(lines - 1, 0))
-    return max(lines - 1, 0)
+    return copied[0] if copied else max(lines - 1, 0)
+
+
+class ExportLogMismatch(RuntimeError):
+    """The file and the access log counted different customers: neither may stand."""
+
+
+def _write_file(job: CustomerExportJob, temporary: Path) -> int:
+    progress = partial(_progress, job)
+    if job.format == ExportFormat.CSV:
+        return write_csv_file(temporary, job.columns, job.selection_sql, job.selection_params, progress)
+    with temporary.open("wb") as handle:
+        return write_xlsx(handle, job.columns, job.selection_sql, job.selection_params, progress)
+
+
+def _export_log(job: CustomerExportJob, stamp, snapshot: str | None = None):
+    arguments = {
+        "user": job.requested_by,
+        "selection_sql": job.selection_sql,
+        "params": job.selection_params,
+        "action": AccessAction.EXPORT,
+        "reference": str(job.pk),
+        "at": stamp,
+    }
+    if snapshot is None:
+        return access_log_record_selection(**arguments)
+    return SelectionLogInSnapshot(snapshot=snapshot, **arguments).start()
+
+
+def _forget_export_log(job: CustomerExportJob, stamp=None) -> None:
+    access_log_forget(action=AccessAction.EXPORT, reference=str(job.pk), since=job.created_at, at=stamp)
 
 
 def export_job_run(*, job_id) -> CustomerExportJob | None:
-    """Write the export file of a queued job (a job already running or finished is left alone)."""
+    """Write the export file of a queued job (a job already running or finished is left alone).
+
+    The file and the access log read one snapshot, so exactly the exported customers are logged: the
+    COPY runs in a REPEATABLE READ transaction that exports its snapshot (`pg_export_snapshot()`), and a
+    second connection writes the log in it meanwhile (`SelectionLogInSnapshot`). Its rows are committed
+    once this run knows the job is still its own, before the job is marked DONE (a file is never
+    downloadable without its log); a failure after that removes them again (the log says exports made).
+    Inside a caller's transaction (a snapshot cannot be exported from a savepoint, and another
+    connection would not see the caller's rows) the log is written after the file, in the final
+    transaction.
+    """
     job = _claim(job_id)
     if job is None:
         return None
+    stamp = timezone.now()  # every log row of this run: told apart from another run's of the same job
+    log: SelectionLogInSnapshot | None = None
+    log_committed = False
     try:
+        if job.attempts > 1:  # an earlier run may have committed its log and died before DONE
+            _forget_export_log(job)
         job.rows_total = selection_count(job.selection_sql, job.selection_params)
         _mine(job).update(rows_total=job.rows_total, heartbeat_at=timezone.now())
         path = export_directory() / f"{job.pk}.{job.format}"
         temporary = path.with_suffix(f".{job.attempts}.part")  # a lost run's file is not this run's
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.close(descriptor)
-        if job.format == ExportFormat.CSV:
-            write_csv_file(temporary, job.columns, job.selection_sql, job.selection_params, lambda n: _progress(job, n))
+        if connection.in_atomic_block:
+            written = _write_file(job, temporary)
         else:
-            with temporary.open("wb") as handle:
-                write_xlsx(handle, job.columns, job.selection_sql, job.selection_params, lambda n: _progress(job, n))
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    cursor.execute("SELECT pg_export_snapshot()")
+                    snapshot = cursor.fetchone()[0]
+                log = _export_log(job, stamp, snapshot)
+                written = _write_file(job, temporary)
+                logged = log.wait_written()
+            if logged != written:
+                raise ExportLogMismatch(f"{written} rows written, {logged} logged")
         with transaction.atomic():
             if _mine(job).select_for_update().first() is None:  # recovered meanwhile: the newer run finishes
                 temporary.unlink(missing_ok=True)
                 logger.warning("customer export %s was handed to another run; this run's file dropped", job.pk)
                 job.refresh_from_db()
                 return job
+            if log is None:
+                _export_log(job, stamp)
+            else:
+                log_committed = True  # from here on, it may be: forget it on failure
+                log.commit()
             temporary.replace(path)
-            access_log_record_selection(
-                user=job.requested_by,
-                selection_sql=job.selection_sql,
-                params=job.selection_params,
-                action=AccessAction.EXPORT,
-                reference=str(job.pk),
-            )
             now = timezone.now()
             _mine(job).update(
                 status=ExportJobStatus.DONE,
-                rows_done=job.rows_total,
+                rows_total=written,
+                rows_done=written,
                 file_path=str(path),
                 finished_at=now,
                 heartbeat_at=now,
@@ -369,10 +427,15 @@ def export_job_run(*, job_id) -> CustomerExportJob | None:
             )
     except Exception as error:
         logger.exception("customer export %s failed", job.pk)
+        if log_committed:
+            _forget_export_log(job, stamp)
         if _mine(job).update(status=ExportJobStatus.FAILED, error=type(error).__name__, finished_at=timezone.now()):
             # this run's file, unfinished or not logged: no download may hand it out
             (export_directory() / f"{job.pk}.{job.format}").unlink(missing_ok=True)
         (export_directory() / f"{job.pk}.{job.attempts}.part").unlink(missing_ok=True)
+    finally:
+        if log is not None:
+            log.close()  # rolls back what was not committed; its connection is closed
     job.refresh_from_db()
     return job
 
@@ -425,7 +488,7 @@ def running_jobs_recover(*, now=None) -> dict[str, list]:
     limit = now - _stale_after()
     outcome: dict[str, list] = {"requeued": [], "failed": []}
     candidates = CustomerExportJob.objects.filter(status=ExportJobStatus.RUNNING, heartbeat_at__lt=limit)
-    for job in candidates.only("pk", "attempts"):
+    for job in candidates.only("pk", "attempts", "created_at"):
         beat = cache.get(heartbeat_key(job.pk))
         lost = CustomerExportJob.objects.filter(pk=job.pk, status=ExportJobStatus.RUNNING, attempts=job.attempts)
         if beat is not None and beat >= limit.timestamp():  # alive: it beats to the cache while copying
@@ -433,6 +496,7 @@ def running_jobs_recover(*, now=None) -> dict[str, list]:
             continue
         if job.attempts >= _max_attempts():
             if lost.update(status=ExportJobStatus.FAILED, error="WorkerLost", finished_at=now):
+                _forget_export_log(job)  # of a run that died between committing its log and DONE
                 outcome["failed"].append(job.pk)
         elif lost.update(status=ExportJobStatus.QUEUED, heartbeat_at=None):
             outcome["requeued"].append(job.pk)
