@@ -212,6 +212,23 @@ class RowEvents:
     restricted: str | None = None
 
 
+def _per_event_subscribers(event_type: str) -> tuple[list[Handler], list[Handler]]:
+    """(the timeline's, every other) per-event subscriber of the type; batch subscribers are not per event."""
+    from customers import activity
+
+    handlers = [*_in_transaction.get(event_type, ()), *_after_commit.get(event_type, ())]
+    timeline = [handler for handler in handlers if handler is activity._on_event]
+    return timeline, [handler for handler in handlers if handler is not activity._on_event]
+
+
+def set_based_recording_possible(event_type: str) -> bool:
+    """Whether `record_from_rows` can record this type: no per-event Python subscriber but the timeline's.
+
+    Batch subscribers (`subscribe_batch`) do not prevent it: they run once per statement.
+    """
+    return not _per_event_subscribers(event_type)[1]
+
+
 def _set_based_activity(event_type: str) -> tuple[str, str] | None:
     """(timeline type, summary SQL) when the timeline subscribes to the type; None when nothing does.
 
@@ -219,12 +236,10 @@ def _set_based_activity(event_type: str) -> tuple[str, str] | None:
     """
     from customers import activity
 
-    handlers = [*_in_transaction.get(event_type, ()), *_after_commit.get(event_type, ())]
-    handlers += _after_commit_batch.get(event_type, ())
-    others = [handler for handler in handlers if handler is not activity._on_event]
+    timeline, others = _per_event_subscribers(event_type)
     if others:
         raise RuntimeError(f"{event_type} has subscribers that set-based recording cannot run: {others}")
-    if len(handlers) == len(others):
+    if not timeline:
         return None
     if event_type not in ACTIVITY_SUMMARY_SQL:
         raise RuntimeError(f"{event_type} is on the timeline but has no ACTIVITY_SUMMARY_SQL for set-based recording")
@@ -291,6 +306,8 @@ def record_from_rows(
     timeline's subscriber adds (personal fields left out, a redelivery adding nothing).
     A few events of each kind are handed back and checked against their schema: a payload that
     breaks it raises `EventContractError` (the caller's transaction rolls back).
+    Batch subscribers of a type (`subscribe_batch`) get all its events of the statement after commit,
+    as `record_many` gives them.
     """
     if not connection.in_atomic_block:
         raise RuntimeError("Events are recorded inside the transaction of the change they describe.")
@@ -305,7 +322,9 @@ def record_from_rows(
         sql, values = _row_events_sql(index, spec, now=now, metadata=json.dumps(metadata))
         parts.append(sql)
         event_params += values
-        sample = f"(SELECT * FROM _events_{index} LIMIT {SET_BASED_SAMPLE}) AS s"  # noqa: S608 - our names
+        # Every event when batch subscribers want them all, else a sample to check.
+        limit = "" if _after_commit_batch.get(spec.event_type) else f" LIMIT {SET_BASED_SAMPLE}"
+        sample = f"(SELECT * FROM _events_{index}{limit}) AS s"  # noqa: S608 - our names
         samples.append(f"(SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]'::jsonb) FROM {sample})")  # noqa: S608
     with_events = f",{','.join(parts)}" if parts else ""
     sampled = ", ".join(samples) or "NULL"
@@ -315,8 +334,9 @@ def record_from_rows(
         row = cursor.fetchone()
     width = len(row) - max(len(events), 1)
     problems = set()
-    for spec, sample in zip(events, row[width:], strict=False):
-        for event in json.loads(sample) if isinstance(sample, str) else sample or []:
+    returned = [json.loads(sample) if isinstance(sample, str) else sample or [] for sample in row[width:]]
+    for spec, sample in zip(events, returned, strict=False):
+        for event in sample[:SET_BASED_SAMPLE]:
             wire = {key: event[key] for key in ("event_id", "event_type", "occurred_at", "source", "subject")}
             wire |= {"data": event["data"], "metadata": event["metadata"]}
             problems.update(f"{spec.event_type}: {error}" for error in schemas.envelope_errors(wire))
@@ -324,4 +344,19 @@ def record_from_rows(
             problems.update(f"{spec.event_type}: {error}" for error in errors)
     if problems:
         raise EventContractError("Events break their schema: " + "; ".join(sorted(problems)))
+    for spec, sample in zip(events, returned, strict=False):
+        handlers = _after_commit_batch.get(spec.event_type, ())
+        if handlers and sample:
+            recorded = [_returned_event(event, occurred_at=now) for event in sample]
+            for handler in handlers:
+                transaction.on_commit(lambda h=handler, recorded=recorded: h(events=recorded, actor=actor))
     return tuple(row[:width])
+
+
+_RETURNED_FIELDS = ("event_id", "event_type", "occurred_at", "source", "subject", "data", "metadata")
+
+
+def _returned_event(event: dict, *, occurred_at) -> OutboxEvent:
+    """An event row a set-based statement returned (as JSON), as the model instance `record_many` gives."""
+    values = (UUID(event["event_id"]), event["event_type"], occurred_at, event["source"], event["subject"])
+    return OutboxEvent.from_db(connection.alias, _RETURNED_FIELDS, (*values, event["data"], event["metadata"]))

@@ -30,7 +30,6 @@ average rating of the customer's latest `SUPPORT_SATISFACTION_WINDOW` closed cas
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections import defaultdict
@@ -118,39 +117,43 @@ class Batch:
         return changed
 
 
+# Our id in its canonical form first, then the external id, then our id written another way (upper
+# case, no dashes); a merged customer's events go to the survivor (up to 5 merges deep).
+_RESOLVE = """
+WITH RECURSIVE refs AS (
+    SELECT * FROM unnest(%s::text[], %s::uuid[]) AS t(reference, as_uuid)
+), survivors AS (
+    SELECT refs.reference, found.id, 0 AS hops FROM refs CROSS JOIN LATERAL (
+        -- the branches run in this order until one finds the customer
+        SELECT c.id FROM customers_customer c WHERE c.id = refs.as_uuid AND refs.reference = refs.as_uuid::text
+        UNION ALL SELECT c.id FROM customers_customer c WHERE c.external_id = refs.reference
+        UNION ALL SELECT c.id FROM customers_customer c WHERE c.id = refs.as_uuid
+        LIMIT 1
+    ) AS found
+    UNION ALL
+    SELECT s.reference, c.merged_into_id, s.hops + 1
+    FROM survivors s JOIN customers_customer c ON c.id = s.id
+    WHERE c.merged_into_id IS NOT NULL AND s.hops < 5
+)
+SELECT DISTINCT ON (reference) reference, id FROM survivors ORDER BY reference, hops DESC
+"""
+
+
+def _as_uuid(reference: str) -> UUID | None:
+    try:
+        return UUID(reference)
+    except ValueError:
+        return None
+
+
 def resolve_customers(references: set[str]) -> dict[str, UUID]:
-    """Map the `customer_id` of inbound payloads (our id, or the external id) to customer ids."""
+    """Map the `customer_id` of inbound payloads (our id, or the external id) to customer ids, in one query."""
     if not references:
         return {}
-    uuids = []
-    for reference in references:
-        with contextlib.suppress(ValueError):
-            uuids.append(UUID(reference))
-    found: dict[str, UUID] = {str(pk): pk for pk in Customer.objects.filter(pk__in=uuids).values_list("pk", flat=True)}
-    missing = [reference for reference in references if reference not in found]
-    if missing:
-        for pk, external_id in Customer.objects.filter(external_id__in=missing).values_list("pk", "external_id"):
-            found[external_id] = pk
-    # A UUID written in upper case or without dashes is still the same customer.
-    for reference in references:
-        if reference not in found:
-            try:
-                canonical = str(UUID(reference))
-            except ValueError:
-                continue
-            if canonical in found:
-                found[reference] = found[canonical]
-    # A customer merged into another one: its events now belong to the survivor.
-    for _ in range(5):
-        merged = dict(
-            Customer.objects.filter(pk__in=set(found.values()), merged_into__isnull=False).values_list(
-                "pk", "merged_into"
-            )
-        )
-        if not merged:
-            break
-        found = {reference: merged.get(pk, pk) for reference, pk in found.items()}
-    return found
+    ordered = sorted(references)
+    with connection.cursor() as cursor:
+        cursor.execute(_RESOLVE, [ordered, [_as_uuid(reference) for reference in ordered]])
+        return dict(cursor.fetchall())
 
 
 def reference_key(reference: str) -> str:
@@ -201,51 +204,79 @@ def _money(value) -> Decimal:
     return Decimal(str(value)).quantize(Decimal("0.01"))
 
 
+# The latest event of each order wins (ties: open < completed < cancelled < refunded, then the first
+# in the batch); upserted in order_id order (a stable lock order between concurrent batches). Each
+# event adds its timeline entry (a redelivery adds nothing).
+_ORDERS_APPLY = """
+WITH input AS (
+    SELECT * FROM unnest(%(order_ids)s::varchar[], %(customer_ids)s::uuid[], %(totals)s::numeric[],
+                         %(currencies)s::varchar[], %(statuses)s::varchar[], %(placed)s::timestamptz[],
+                         %(occurred)s::timestamptz[], %(event_ids)s::uuid[], %(sources)s::varchar[])
+        WITH ORDINALITY
+        AS t(order_id, customer_id, total, currency, status, placed_at, occurred_at, event_id, source, n)
+), latest AS (
+    SELECT DISTINCT ON (order_id) * FROM input
+    ORDER BY order_id, occurred_at DESC, array_position(%(ranks)s::varchar[], status) DESC, n
+), upserted AS (
+    INSERT INTO customers_customerorder
+        (order_id, customer_id, total, currency, status, placed_at, status_changed_at)
+    SELECT order_id, customer_id, total, currency, status, placed_at, occurred_at FROM latest ORDER BY order_id
+    ON CONFLICT (order_id) DO UPDATE
+    SET total = EXCLUDED.total, currency = EXCLUDED.currency, status = EXCLUDED.status,
+        placed_at = EXCLUDED.placed_at, status_changed_at = EXCLUDED.status_changed_at
+    WHERE (EXCLUDED.status_changed_at, array_position(%(ranks)s::varchar[], EXCLUDED.status::varchar))
+        > (customers_customerorder.status_changed_at,
+           array_position(%(ranks)s::varchar[], customers_customerorder.status::varchar))
+    RETURNING 1
+), timeline AS (
+    INSERT INTO customers_customeractivity
+        (customer_id, type, occurred_at, source, summary, data, event_id, created_at)
+    SELECT customer_id, 'order_' || CASE WHEN status = 'open' THEN 'created' ELSE status END, occurred_at, source,
+           left('Order ' || order_id || ' ' || (%(verbs)s::jsonb ->> status) || ': ' || total || ' ' || currency, 300),
+           jsonb_build_object('order_id', order_id, 'total', total::text, 'currency', currency), event_id, now()
+    FROM input
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM upserted), (SELECT count(*) FROM timeline)
+"""
+
+
 def customer_orders_apply(*, actor: Actor, batch: Batch, messages: list) -> None:
     """Orders created, completed, cancelled, refunded: one row per order, the latest state wins."""
-    latest: dict[str, tuple] = {}
-    for message, customer_id in _resolved(batch, messages):
-        data = message.data
-        status = ORDER_STATUS[message.event_type]
-        key = (message.occurred_at, _STATUS_RANK[status])
-        row = (
-            data["order_id"],
-            customer_id,
-            _money(data["total"]),
-            data["currency"],
-            status,
-            datetime.fromisoformat(data["placed_at"]),
-            message.occurred_at,
-        )
-        if data["order_id"] not in latest or key > latest[data["order_id"]][0]:
-            latest[data["order_id"]] = (key, row)
-        batch.customers.add(customer_id)
-        batch.activity(
-            message,
-            customer_id,
-            f"order_{status if status != 'open' else 'created'}",
-            f"Order {data['order_id']} {_ORDER_VERB[status]}: {_money(data['total'])} {data['currency']}",
-            {"order_id": data["order_id"], "total": str(_money(data["total"])), "currency": data["currency"]},
-        )
-    if not latest:
+    resolved = _resolved(batch, messages)
+    if not resolved:
         return
-    rows = [row for _, row in sorted(latest.values(), key=lambda item: item[1][0])]  # lock order: order_id
-    columns = list(zip(*rows, strict=True))
+    columns: tuple[list, ...] = ([], [], [], [], [], [], [], [], [])
+    order_ids, customer_ids, totals, currencies, statuses, placed, occurred, event_ids, sources = columns
+    for message, customer_id in resolved:
+        data = message.data
+        order_ids.append(data["order_id"])
+        customer_ids.append(customer_id)
+        totals.append(_money(data["total"]))
+        currencies.append(data["currency"])
+        statuses.append(ORDER_STATUS[message.event_type])
+        placed.append(datetime.fromisoformat(data["placed_at"]))
+        occurred.append(message.occurred_at)
+        event_ids.append(message.event_id)
+        sources.append(message.source[:100])
+    batch.customers.update(customer_ids)
     with connection.cursor() as cursor:
         cursor.execute(
-            """
-            INSERT INTO customers_customerorder
-                (order_id, customer_id, total, currency, status, placed_at, status_changed_at)
-            SELECT * FROM unnest(%s::varchar[], %s::uuid[], %s::numeric[], %s::varchar[], %s::varchar[],
-                                 %s::timestamptz[], %s::timestamptz[])
-            ON CONFLICT (order_id) DO UPDATE
-            SET total = EXCLUDED.total, currency = EXCLUDED.currency, status = EXCLUDED.status,
-                placed_at = EXCLUDED.placed_at, status_changed_at = EXCLUDED.status_changed_at
-            WHERE (EXCLUDED.status_changed_at, array_position(%s::varchar[], EXCLUDED.status::varchar))
-                > (customers_customerorder.status_changed_at,
-                   array_position(%s::varchar[], customers_customerorder.status::varchar))
-            """,
-            [*(list(column) for column in columns), list(_STATUS_RANK), list(_STATUS_RANK)],
+            _ORDERS_APPLY,
+            {
+                "order_ids": order_ids,
+                "customer_ids": customer_ids,
+                "totals": totals,
+                "currencies": currencies,
+                "statuses": statuses,
+                "placed": placed,
+                "occurred": occurred,
+                "event_ids": event_ids,
+                "sources": sources,
+                "ranks": list(_STATUS_RANK),
+                "verbs": json.dumps(_ORDER_VERB),
+            },
         )
 
 
@@ -370,10 +401,11 @@ _METRIC_COLUMNS = (
     "satisfaction_score",
 )
 
-# Column names come from the constant tuple above, never from input.
+# Column names come from the constant tuple above, never from input. The CTEs of one statement:
+# `changed` updates the customers whose metrics differ and returns their new and old values.
 _RECOMPUTE = f"""
-WITH ids AS (
-    SELECT * FROM unnest(%(ids)s::uuid[], %(deltas)s::int[]) AS t(id, loyalty_delta)
+ids AS (
+    SELECT * FROM unnest(%s::uuid[], %s::int[]) AS t(id, loyalty_delta)
 ), counted AS (
     -- one index probe per customer (a hash join would read the whole orders table)
     SELECT o.* FROM ids CROSS JOIN LATERAL (
@@ -396,7 +428,7 @@ WITH ids AS (
            row_number() OVER (PARTITION BY s.customer_id ORDER BY s.closed_at DESC, s.case_id DESC) AS n
     FROM ids CROSS JOIN LATERAL (SELECT * FROM customers_supportcase s WHERE s.customer_id = ids.id) s
 ), satisfaction AS (
-    SELECT customer_id, round(avg(rating), 2) AS score FROM ranked WHERE n <= %(window)s GROUP BY customer_id
+    SELECT customer_id, round(avg(rating), 2) AS score FROM ranked WHERE n <= %s GROUP BY customer_id
 ), new AS (
     SELECT c.id,
            coalesce(os.order_count, 0) AS order_count,
@@ -413,74 +445,88 @@ WITH ids AS (
     JOIN ids ON ids.id = c.id
     LEFT JOIN order_stats os ON os.customer_id = c.id
     LEFT JOIN satisfaction sf ON sf.customer_id = c.id
-)
-UPDATE customers_customer c
-SET {", ".join(f"{name} = new.{name}" for name in _METRIC_COLUMNS)},
-    version = c.version + 1, updated_at = now()
-FROM new
-WHERE c.id = new.id
-  AND ({", ".join(f"c.{name}" for name in _METRIC_COLUMNS)})
-      IS DISTINCT FROM ({", ".join(f"new.{name}" for name in _METRIC_COLUMNS)})
-RETURNING c.id, c.version, {", ".join(f"c.{name}" for name in _METRIC_COLUMNS)},
-          {", ".join(f"new.old_{name}" for name in _METRIC_COLUMNS)}
-"""  # noqa: S608
+), changed AS (
+    UPDATE customers_customer c
+    SET {", ".join(f"{name} = new.{name}" for name in _METRIC_COLUMNS)},
+        version = c.version + 1, updated_at = now()
+    FROM new
+    WHERE c.id = new.id
+      AND ({", ".join(f"c.{name}" for name in _METRIC_COLUMNS)})
+          IS DISTINCT FROM ({", ".join(f"new.{name}" for name in _METRIC_COLUMNS)})
+    RETURNING c.id, c.version, c.processing_restricted,
+              {", ".join(f"c.{name}" for name in _METRIC_COLUMNS)},
+              {", ".join(f"new.old_{name} AS old_{name}" for name in _METRIC_COLUMNS)}
+)"""  # noqa: S608
 
 
-def _metrics_payload(customer_id: UUID, version: int, values: dict, changed: list[str]) -> dict:
-    def money(value) -> str:
-        return f"{value:.2f}"
+def _iso(column: str) -> str:
+    """SQL for a timestamptz as Python's `isoformat()` writes it in UTC (microseconds only when there are some)."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+        f" || CASE WHEN date_trunc('second', {utc}) <> {utc} THEN to_char({utc}, '.US') ELSE '' END"
+        " || '+00:00'"
+    )
 
-    return {
-        "customer_id": str(customer_id),
-        "version": version,
-        "changed_fields": changed,
-        "order_count": values["order_count"],
-        "open_order_count": values["open_order_count"],
-        "total_spent": money(values["total_spent"]),
-        "currency": values["spent_currency"],
-        "average_order_value": money(values["average_order_value"]),
-        "last_order_at": values["last_order_at"].isoformat() if values["last_order_at"] else None,
-        "loyalty_points": values["loyalty_points"],
-        "satisfaction_score": money(values["satisfaction_score"]) if values["satisfaction_score"] is not None else None,
-    }
+
+# The `customer.metrics.updated.v1` payload of a row `r` of `changed`: the values after the change.
+_METRICS_PAYLOAD = f"""jsonb_build_object(
+    'customer_id', r.id::text,
+    'version', r.version,
+    'changed_fields', to_jsonb(array_remove(ARRAY[{
+        ", ".join(f"CASE WHEN r.{name} IS DISTINCT FROM r.old_{name} THEN '{name}' END" for name in _METRIC_COLUMNS)
+    }]::text[], NULL)),
+    'order_count', r.order_count,
+    'open_order_count', r.open_order_count,
+    'total_spent', round(r.total_spent, 2)::text,
+    'currency', r.spent_currency,
+    'average_order_value', round(r.average_order_value, 2)::text,
+    'last_order_at', {_iso("r.last_order_at")},
+    'loyalty_points', r.loyalty_points,
+    'satisfaction_score', round(r.satisfaction_score, 2)::text
+)"""
 
 
 def customer_metrics_recompute(
     *, actor: Actor, customer_ids: list[UUID], loyalty_deltas: dict[UUID, int] | None = None
 ) -> list[UUID]:
-    """Recompute the metrics of these customers from their orders and cases, in one statement.
+    """Recompute the metrics of these customers from their orders and cases, set-based.
 
     Locks the customers first (in id order, so concurrent batches never deadlock), so the
-    recomputation sees every order a concurrent batch committed for them. Returns the customers
-    whose metrics changed; each gets a version bump, a `customer.metrics.updated.v1` event and
-    its cache entry dropped on commit. No history rows: metrics are excluded from history.
+    recomputation sees every order a concurrent batch committed for them. Then one statement
+    updates those whose metrics changed, with a version bump, and records their
+    `customer.metrics.updated.v1` events (`events.record_from_rows`); their cache entries are
+    dropped on commit. Returns the customers whose metrics changed. No history rows: metrics are
+    excluded from history.
     """
     if not customer_ids:
         return []
     loyalty_deltas = loyalty_deltas or {}
     ids = sorted(set(customer_ids))
+    params = [ids, [loyalty_deltas.get(customer_id, 0) for customer_id in ids], settings.SUPPORT_SATISFACTION_WINDOW]
     with connection.cursor() as cursor:
         cursor.execute("SELECT id FROM customers_customer WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids])
-        cursor.execute(
-            _RECOMPUTE,
-            {
-                "ids": ids,
-                "deltas": [loyalty_deltas.get(customer_id, 0) for customer_id in ids],
-                "window": settings.SUPPORT_SATISFACTION_WINDOW,
-            },
-        )
-        rows = cursor.fetchall()
-    if not rows:
-        return []
-    width = len(_METRIC_COLUMNS)
-    items = []
-    for row in rows:
-        customer_id, version = row[0], row[1]
-        new = dict(zip(_METRIC_COLUMNS, row[2 : 2 + width], strict=True))
-        old = dict(zip(_METRIC_COLUMNS, row[2 + width :], strict=True))
-        changed = [name for name in _METRIC_COLUMNS if new[name] != old[name]]
-        items.append((customer_id, _metrics_payload(customer_id, version, new, changed)))
-    events.record_many(event_type=events.CUSTOMER_METRICS_UPDATED, items=items, actor=actor)
-    invalidate_customers_on_commit([customer_id for customer_id, _ in items])
-    return [customer_id for customer_id, _ in items]
-
+        if not events.set_based_recording_possible(events.CUSTOMER_METRICS_UPDATED):
+            # A per-event Python subscriber listens: the events go through record_many, which calls it.
+            cursor.execute(f"WITH {_RECOMPUTE} SELECT r.id, {_METRICS_PAYLOAD} FROM changed r", params)  # noqa: S608
+            items = [(customer_id, json.loads(data) if isinstance(data, str) else data) for customer_id, data in cursor]
+            events.record_many(event_type=events.CUSTOMER_METRICS_UPDATED, items=items, actor=actor)
+            changed = [customer_id for customer_id, _ in items]
+        else:
+            (changed,) = events.record_from_rows(
+                ctes=_RECOMPUTE,
+                params=params,
+                events=[
+                    events.RowEvents(
+                        event_type=events.CUSTOMER_METRICS_UPDATED,
+                        rows="changed",
+                        subject="r.id",
+                        data=_METRICS_PAYLOAD,
+                        restricted="r.processing_restricted",
+                    )
+                ],
+                select="SELECT coalesce(array_agg(id), '{}') FROM changed",
+                actor=actor,
+            )
+    invalidate_customers_on_commit(changed)
+    return changed

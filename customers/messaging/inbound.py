@@ -31,6 +31,7 @@ errors (connection lost, deadlock) propagate: the consumer retries the batch, un
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 from collections.abc import Sequence
@@ -240,9 +241,9 @@ def _apply(messages: Sequence[Message], *, actor: Actor) -> Outcome:
     outcome.parked = len(to_park) - (len(batch.rejected) - len(own_rejections))
     outcome.applied = len(fresh) - len(own_rejections)
     outcome.revived = len(resolved)
-    for message in pending:
-        if id(message) not in rejected:
-            inbound_total.labels(event_type=message.event_type, outcome="applied").inc()
+    applied = collections.Counter(message.event_type for message in pending if id(message) not in rejected)
+    for event_type, count in applied.items():
+        inbound_total.labels(event_type=event_type, outcome="applied").inc(count)
     if outcome.duplicates:
         inbound_total.labels(event_type="*", outcome="duplicate").inc(outcome.duplicates)
     return outcome
