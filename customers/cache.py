@@ -77,8 +77,28 @@ def invalidate_customers_on_commit(customer_ids: Iterable[object]) -> None:
         transaction.on_commit(lambda: invalidate_customers_now(ids))
 
 
+# Per customer: a new generation (stored as django-redis stores an integer: raw digits, so
+# cache.get_many reads it back as an int) and no entry. ARGV: TTL, the two keys' prefix and suffix,
+# then (customer id, generation) pairs.
+_INVALIDATE = """
+local ttl, gen_prefix, gen_suffix, entry_prefix, entry_suffix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+for i = 6, #ARGV, 2 do
+    redis.call('SET', gen_prefix .. ARGV[i] .. gen_suffix, ARGV[i + 1], 'EX', ttl)
+    redis.call('DEL', entry_prefix .. ARGV[i] .. entry_suffix)
+end
+return (#ARGV - 5) / 2
+"""
+_MARK = "\x00"
+
+
+def _key_parts(key_of) -> tuple[str, str] | None:
+    """(prefix, suffix) around the customer id in the full cache key; None if the key function hides it."""
+    prefix, found, suffix = str(cache.make_key(key_of(_MARK))).partition(_MARK)
+    return (prefix, suffix) if found else None
+
+
 def invalidate_customers_now(customer_ids: list[object]) -> None:
-    """New generation and no entry for each customer, in one pipeline per chunk.
+    """New generation and no entry for each customer, in one round trip per chunk (a script).
 
     When Redis does not take it, the failure is logged and counted: an entry that survives the outage
     can then be served for at most the TTL after Redis is back (the README says so).
@@ -86,13 +106,20 @@ def invalidate_customers_now(customer_ids: list[object]) -> None:
     generation_ttl = settings.CUSTOMER_CACHE_TTL_SECONDS * GENERATION_TTL_FACTOR
     try:
         client = cache.client.get_client(write=True)
-        for start in range(0, len(customer_ids), _INVALIDATION_CHUNK):
+        parts = _key_parts(generation_key), _key_parts(customer_key)
+        if None in parts:  # a custom key function: one key at a time, in a pipeline
             pipe = client.pipeline(transaction=False)
-            for customer_id in customer_ids[start : start + _INVALIDATION_CHUNK]:
-                # An integer is stored raw by django-redis, so cache.get_many reads it back as an int.
+            for customer_id in customer_ids:
                 pipe.set(cache.make_key(generation_key(customer_id)), secrets.randbits(62), ex=generation_ttl)
                 pipe.delete(cache.make_key(customer_key(customer_id)))
             pipe.execute()
+            return
+        script = client.register_script(_INVALIDATE)
+        for start in range(0, len(customer_ids), _INVALIDATION_CHUNK):
+            args: list = [generation_ttl, *parts[0], *parts[1]]
+            for customer_id in customer_ids[start : start + _INVALIDATION_CHUNK]:
+                args += (str(customer_id), secrets.randbits(62))
+            script(keys=[], args=args, client=client)
     except RedisError as error:
         customer_cache_invalidation_failures.inc(len(customer_ids))
         logger.warning(
