@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import django_filters
@@ -94,10 +95,7 @@ class MetricsSerializer(serializers.Serializer):
 
 class CustomerListSerializer(serializers.ListSerializer):
     def to_representation(self, data):
-        customers = list(data.all() if hasattr(data, "all") else data)
-        self.child.extras = _load_extras([customer.pk for customer in customers])
-        apply_preference_views([_preferences_of(customer) for customer in customers])
-        return super().to_representation(customers)
+        return customer_representations(list(data.all() if hasattr(data, "all") else data))
 
 
 def _preferences_of(customer: Customer):
@@ -105,10 +103,6 @@ def _preferences_of(customer: Customer):
         return customer.preferences
     except CustomerPreferences.DoesNotExist:
         return None
-
-
-def _load_extras(customer_ids: list) -> dict[str, dict]:
-    return {field.name: field.load(customer_ids) for field in representation_fields()}
 
 
 class CustomerSerializer(serializers.ModelSerializer):
@@ -153,8 +147,6 @@ class CustomerSerializer(serializers.ModelSerializer):
         read_only_fields = fields
         list_serializer_class = CustomerListSerializer
 
-    extras: dict[str, dict] | None = None
-
     def get_fields(self):
         fields = super().get_fields()
         for extension in representation_fields():
@@ -162,12 +154,33 @@ class CustomerSerializer(serializers.ModelSerializer):
         return fields
 
     def to_representation(self, instance):
-        if self.extras is None:  # one customer (a list applies the views for the whole page)
-            apply_preference_views([_preferences_of(instance)])
-        extras = self.extras if self.extras is not None else _load_extras([instance.pk])
-        for extension in representation_fields():
-            setattr(instance, extension.name, extras[extension.name].get(instance.pk, extension.default))
-        return super().to_representation(instance)
+        return customer_representations([instance])[0]
+
+
+@functools.cache
+def _representation_writer() -> CustomerSerializer:
+    """One CustomerSerializer per process whose fields are built once: DRF builds a serializer's
+    fields (model introspection, nested serializers) for every new instance, which cost more than
+    the rest of an uncached GET. Its `to_representation` reads nothing but its fields and the
+    instance, so threads can share it. Built on first use, after every app registered its fields."""
+    writer = CustomerSerializer()
+    writer.fields  # noqa: B018 - build them now, not racing in two threads
+    return writer
+
+
+def customer_representations(customers: list[Customer]) -> list[dict]:
+    """The API's representation of each customer: the extensions' fields and the preference views
+    loaded for all of them at once (one query per extension, not per customer)."""
+    ids = [customer.pk for customer in customers]
+    extras = [(extension, extension.load(ids)) for extension in representation_fields()]
+    apply_preference_views([_preferences_of(customer) for customer in customers])
+    writer = _representation_writer()
+    represented = []
+    for customer in customers:
+        for extension, values in extras:
+            setattr(customer, extension.name, values.get(customer.pk, extension.default))
+        represented.append(super(CustomerSerializer, writer).to_representation(customer))
+    return represented
 
 
 class CustomerInputSerializer(StrictSerializer):
@@ -258,7 +271,7 @@ def _fresh_for(customer_id) -> int | None:
 
 
 def _representation_bytes(customer: Customer) -> bytes:
-    return JSONRenderer().render(CustomerSerializer(customer).data)
+    return JSONRenderer().render(customer_representations([customer])[0])
 
 
 # Documented here, read by consent's RequestOriginMiddleware: a service registering a customer or
@@ -391,7 +404,7 @@ class CustomerViewSet(
         customer = selectors.customer_get(
             actor=self.request.auth, customer_id=customer_id, queryset=_customer_with_preferences()
         )
-        return Response(CustomerSerializer(customer).data, status=status_code)
+        return Response(customer_representations([customer])[0], status=status_code)
 
     def retrieve(self, request, pk=None):
         actor = request.auth
