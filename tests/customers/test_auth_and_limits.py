@@ -73,6 +73,20 @@ class TestAuthentication:
         token = jwt.encode({"sub": "t", "scope": "customers:read"}, None, algorithm="none")
         assert client_with(f"Bearer {token}").get(URL).status_code == 401
 
+    def test_a_token_that_verified_once_still_expires(self, monkeypatch):
+        token = raw_token(exp=int(time.time()) + 30)
+        assert client_with(f"Bearer {token}").get(URL).status_code == 200  # verified, and remembered
+        later = time.time() + 30 + settings.JWT_LEEWAY_SECONDS
+        monkeypatch.setattr(time, "time", lambda: later)
+        response = client_with(f"Bearer {token}").get(URL)
+        assert response.status_code == 401 and "expired" in response.json()["detail"]
+
+    def test_a_rotated_signing_key_verifies_remembered_tokens_again(self):
+        token = raw_token()
+        assert client_with(f"Bearer {token}").get(URL).status_code == 200
+        with override_settings(JWT_SIGNING_KEY="the-next-signing-key-at-least-32-bytes-long"):
+            assert client_with(f"Bearer {token}").get(URL).status_code == 401
+
 
 class TestScopes:
     def test_read_scope_cannot_write(self, api_client):
