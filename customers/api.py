@@ -16,7 +16,7 @@ from rest_framework.filters import OrderingFilter
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from customers import cache, selectors, services
+from customers import cache, ratelimit, selectors, services
 from customers.actor import SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE
 from customers.apikit import CreatedCursorPagination, StrictSerializer, problems, scope_note
 from customers.errors import Forbidden
@@ -406,16 +406,28 @@ class CustomerViewSet(
         )
         return Response(customer_representations([customer])[0], status=status_code)
 
+    @property
+    def counts_requests_itself(self) -> bool:
+        """GET by id counts itself against the rate limit, in the round trip that reads the cache."""
+        return self.action == "retrieve"
+
     def retrieve(self, request, pk=None):
         actor = request.auth
+        counting = ratelimit.RequestCount(actor)
         if actor.customer_id is not None and str(actor.customer_id) != str(pk).lower():
+            self._within_rate_limit(counting, ratelimit.count_alone(counting))
             selectors.customer_get(actor=actor, customer_id=pk)  # raises CUSTOMER_NOT_FOUND
-        body, generation = cache.get_customer_representation(pk)
+        body, generation, count = cache.get_customer_representation_counted(pk, counting)
+        self._within_rate_limit(counting, count)
         if body is None:
             customer = selectors.customer_get(actor=actor, customer_id=pk, queryset=_customer_with_preferences())
             body = _representation_bytes(customer)
             cache.put_customer_representation(customer.pk, body, generation, ttl_seconds=_fresh_for(customer.pk))
         return HttpResponse(body, content_type="application/json")
+
+    def _within_rate_limit(self, counting, count: int | None) -> None:
+        if count is not None and not counting.verdict(count):
+            self.throttled(self.request, counting.retry_after())
 
     def create(self, request):
         if request.auth.customer_id is not None:

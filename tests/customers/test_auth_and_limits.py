@@ -163,6 +163,29 @@ class TestRateLimit:
         # another subject has its own budget
         assert api_client([SCOPE_READ], subject="other-service").get(URL).status_code == 200
 
+    @override_settings(API_RATE_LIMIT_PER_MINUTE=3)
+    def test_get_by_id_counts_in_the_cache_round_trip_against_the_same_budget(self, api_client):
+        customer = CustomerFactory()
+        client = api_client([SCOPE_READ], subject="reader")
+        assert client.get(URL).status_code == 200  # the list, counted by DRF's throttle
+        assert [client.get(f"{URL}/{customer.pk}").status_code for _ in range(3)] == [200, 200, 429]
+        response = client.get(f"{URL}/{customer.pk}")
+        assert response.json()["code"] == "RATE_LIMITED" and 1 <= int(response["Retry-After"]) <= 61
+        assert client.get(URL).status_code == 429  # one budget for both paths
+
+    @override_settings(API_RATE_LIMIT_PER_MINUTE=2)
+    def test_a_customer_token_probing_other_ids_is_rate_limited_too(self, api_client):
+        own, other = CustomerFactory(), CustomerFactory()
+        client = api_client([SCOPE_READ], customer=own, subject="prober")
+        statuses = [client.get(f"{URL}/{other.pk}").status_code for _ in range(3)]
+        assert statuses == [404, 404, 429]
+
+    @override_settings(API_RATE_LIMIT_PER_MINUTE=1, RATE_LIMIT_CACHE_ALIAS="unreachable")
+    def test_get_by_id_fails_open_when_the_limit_store_is_down(self, api_client):
+        customer = CustomerFactory()
+        client = api_client([SCOPE_READ])
+        assert [client.get(f"{URL}/{customer.pk}").status_code for _ in range(3)] == [200, 200, 200]
+
     def test_default_limit_is_1000_per_minute(self, api_client):
         from django_redis import get_redis_connection
 
