@@ -15,17 +15,16 @@ class AddressesConfig(AppConfig):
         from addresses import selectors
         from customers.extensions import RepresentationField, register_representation_field
 
-        # GET /customers/{id} shows the defaults; customers never imports addresses.
-        register_representation_field(
-            RepresentationField(
-                name="default_shipping_address", make_field=_address_field, load=selectors.default_shipping_addresses
+        # GET /customers/{id} shows the defaults (both from one query); customers never imports addresses.
+        for name in selectors.DEFAULT_ADDRESS_FIELDS.values():
+            register_representation_field(
+                RepresentationField(
+                    name=name,
+                    make_field=_address_field,
+                    load=selectors.default_addresses_by_field,
+                    load_returns_all_fields=True,
+                )
             )
-        )
-        register_representation_field(
-            RepresentationField(
-                name="default_billing_address", make_field=_address_field, load=selectors.default_billing_addresses
-            )
-        )
 
         # The customer back-office: search and duplicate detection by postal code, the default shipping
         # address in exports, address changes in the customer page's recent history, merges.

@@ -38,20 +38,23 @@ def most_recently_used_first() -> list:
     return [F("last_used_at").desc(nulls_last=True), F("created_at").desc(), F("id").desc()]
 
 
-def default_addresses_for(customer_ids: list[UUID], kind: str) -> dict[UUID, Address]:
-    """The default address of `kind` for each customer, in one query (customers without one are absent)."""
+# The customer representation's fields for the defaults, filled by `default_addresses_by_field`.
+DEFAULT_ADDRESS_FIELDS = {
+    DefaultKind.SHIPPING: "default_shipping_address",
+    DefaultKind.BILLING: "default_billing_address",
+}
+
+
+def default_addresses_by_field(customer_ids: list[UUID]) -> dict[str, dict[UUID, Address]]:
+    """Both defaults of each customer in one query: {representation field: {customer id: address}}."""
+    by_field: dict[str, dict[UUID, Address]] = {name: {} for name in DEFAULT_ADDRESS_FIELDS.values()}
     if not customer_ids:
-        return {}
-    found = addresses_active().filter(Q(customer_id__in=customer_ids), **{DEFAULT_FLAG[kind]: True})
-    return {address.customer_id: address for address in found}
-
-
-def default_shipping_addresses(customer_ids: list[UUID]) -> dict[UUID, Address]:
-    return default_addresses_for(customer_ids, DefaultKind.SHIPPING)
-
-
-def default_billing_addresses(customer_ids: list[UUID]) -> dict[UUID, Address]:
-    return default_addresses_for(customer_ids, DefaultKind.BILLING)
+        return by_field
+    any_default = Q(**{DEFAULT_FLAG[DefaultKind.SHIPPING]: True}) | Q(**{DEFAULT_FLAG[DefaultKind.BILLING]: True})
+    for address in addresses_active().filter(any_default, customer_id__in=customer_ids):
+        for kind in address.default_for:
+            by_field[DEFAULT_ADDRESS_FIELDS[kind]][address.customer_id] = address
+    return by_field
 
 
 # ---------------------------------------------------------------- what the customer back-office asks of the book

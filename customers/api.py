@@ -20,7 +20,12 @@ from customers import cache, ratelimit, selectors, services
 from customers.actor import SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE
 from customers.apikit import CreatedCursorPagination, StrictSerializer, problems, scope_note
 from customers.errors import Forbidden
-from customers.extensions import apply_preference_views, preference_views_fresh_until, representation_fields
+from customers.extensions import (
+    apply_preference_views,
+    load_representation_fields,
+    preference_views_fresh_until,
+    representation_fields,
+)
 from customers.models import Customer, CustomerPreferences, CustomerStatus, CustomerType, RegistrationSource
 
 # ---------------------------------------------------------------- representation
@@ -172,7 +177,7 @@ def customer_representations(customers: list[Customer]) -> list[dict]:
     """The API's representation of each customer: the extensions' fields and the preference views
     loaded for all of them at once (one query per extension, not per customer)."""
     ids = [customer.pk for customer in customers]
-    extras = [(extension, extension.load(ids)) for extension in representation_fields()]
+    extras = load_representation_fields(ids)
     apply_preference_views([_preferences_of(customer) for customer in customers])
     writer = _representation_writer()
     represented = []

@@ -15,10 +15,29 @@ from uuid import UUID
 
 @dataclass(frozen=True)
 class RepresentationField:
+    """`load` maps customer ids to this field's values (missing ids get `default`). Fields whose
+    values come from one query share a `load` that returns them all, {field name: {id: value}}, and
+    say so with `load_returns_all_fields`: it is then called once for all of them."""
+
     name: str
     make_field: Callable[[], Any]  # returns a read-only DRF serializer field, used for the schema
-    load: Callable[[list[UUID]], dict[UUID, Any]]  # customer ids -> value (missing ids get `default`)
+    load: Callable[[list[UUID]], dict]
     default: Any = None
+    load_returns_all_fields: bool = False
+
+
+def load_representation_fields(customer_ids: list[UUID]) -> list[tuple[RepresentationField, dict[UUID, Any]]]:
+    """Each registered field with its values for these customers: one call per distinct loader."""
+    shared: dict[Callable, dict[str, dict[UUID, Any]]] = {}
+    loaded = []
+    for field in _representation_fields.values():
+        if not field.load_returns_all_fields:
+            loaded.append((field, field.load(customer_ids)))
+            continue
+        if field.load not in shared:
+            shared[field.load] = field.load(customer_ids)
+        loaded.append((field, shared[field.load].get(field.name, {})))
+    return loaded
 
 
 _representation_fields: dict[str, RepresentationField] = {}

@@ -127,17 +127,12 @@ def opt_ins_fresh_until(customer_id: UUID):
     granted = ConsentState.objects.filter(
         customer_id=customer_id, status=S.GRANTED, purpose__code__in=list(PREFERENCE_FIELD_BY_PURPOSE)
     )
-    moments = [
-        granted.filter(valid_until__gt=now).order_by("valid_until").values_list("valid_until", flat=True).first(),
-        PolicyVersion.objects.filter(
-            purpose_id__in=granted.values("purpose_id"), requires_reconsent=True, effective_at__gt=now
-        )
-        .order_by("effective_at")
-        .values_list("effective_at", flat=True)
-        .first(),
-    ]
-    moments = [moment for moment in moments if moment is not None]
-    return min(moments) if moments else None
+    validity_ends = granted.filter(valid_until__gt=now).values_list("valid_until", flat=True)
+    reconsent_due = PolicyVersion.objects.filter(
+        purpose_id__in=granted.values("purpose_id"), requires_reconsent=True, effective_at__gt=now
+    ).values_list("effective_at", flat=True)
+    # One query (it runs on every uncached GET of a customer): the earliest of both kinds of moment.
+    return validity_ends.union(reconsent_due).order_by("valid_until").first()
 
 
 def _lapsed(state: ConsentState, purpose: ConsentPurpose, now) -> tuple[bool, bool]:
