@@ -16,7 +16,7 @@ from typing import Any
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, models, transaction
-from django.db.models import F, Value
+from django.db.models import Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Concat, Replace
 from django.db.models.functions.comparison import Cast
 from django.utils import timezone
@@ -24,6 +24,7 @@ from django.utils import timezone
 from customers.cache import invalidate_customers_on_commit
 from customers.data_classification import classification_of, personal_fields
 from customers.models import (
+    AccessAction,
     AccessLog,
     Customer,
     CustomerActivity,
@@ -137,38 +138,28 @@ def _erase_dead_letters(values: list[str]) -> int:
         return cursor.rowcount
 
 
-def _export_job_selects(job: CustomerExportJob, ids: list) -> bool:
-    if not job.selection_sql:  # ALL_CUSTOMERS
-        return True
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT EXISTS (SELECT 1 FROM ({job.selection_sql}) AS s(id) WHERE s.id = ANY(%s::uuid[]))",  # noqa: S608 - the ORM's own SQL, stored by bulk_export
-            [*job.selection_params, [str(customer_id) for customer_id in ids]],
-        )
-        return cursor.fetchone()[0]
+def _jobs_naming(values: list[str]):
+    """Ids of export jobs whose stored selection parameters hold one of the values (a search for them)."""
+    return CustomerExportJob.objects.extra(
+        where=["selection_params::text ILIKE ANY(%s)"], params=[_like_patterns(values)]
+    ).values("pk")
 
 
 def _erase_export_jobs(ids: list, values: list[str]) -> dict[str, int]:
     """Staff exports (CUSTOMER_EXPORT_DIR) that hold these customers go: the file and the job with its
     selection parameters (a search term may be their email or name). Decided here, documented in the
     erasure log's counts: a file cannot be redacted in place (CSV/XLSX), and the requester can export
-    again, which then shows the anonymized rows. Must run before the customer rows are anonymized (a search
-    for their email would no longer select them). A job still running is left alone (its worker owns the
-    file) and counted as `customers_customerexportjob (running, kept)`; retention purges it later.
+    again, which then shows the anonymized rows. A file holds exactly the customers its job logged as
+    exported (the access log is written from the COPY's own snapshot), so one query finds them, however
+    many jobs are stored. A job still running is left alone (its worker owns the file) and counted as
+    `customers_customerexportjob (running, kept)`; retention purges it later.
     """
-    patterns = _like_patterns(values)
-    named = set(
-        CustomerExportJob.objects.extra(
-            where=["selection_params::text ILIKE ANY(%s)"], params=[patterns]
-        ).values_list("pk", flat=True)
+    exported_them = AccessLog.objects.filter(
+        action=AccessAction.EXPORT, customer_id__in=ids, reference=Cast(OuterRef("pk"), models.CharField())
     )
-    matched, running = [], 0
-    for job in CustomerExportJob.objects.all():
-        if job.pk in named or _export_job_selects(job, ids):
-            if job.status == ExportJobStatus.RUNNING:
-                running += 1
-            else:
-                matched.append(job)
+    holding = CustomerExportJob.objects.filter(Exists(exported_them) | Q(pk__in=_jobs_naming(values)))
+    running = holding.filter(status=ExportJobStatus.RUNNING).count()
+    matched = list(holding.exclude(status=ExportJobStatus.RUNNING))
     files = [job.file_path for job in matched if job.file_path]
 
     def remove_files():

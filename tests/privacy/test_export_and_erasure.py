@@ -244,7 +244,12 @@ def test_erasure_leaves_nothing_behind_and_keeps_the_others(
         bob_job = bulk_export.export_job_create(
             user=exporter, queryset=Customer.objects.filter(email__icontains=bob_values["email"]), fmt="csv"
         )
+        # Holds Ann without naming her: only its access log says whom the file holds.
+        both_job = bulk_export.export_job_create(
+            user=exporter, queryset=Customer.objects.filter(pk__in=[ann.pk, bob.pk]), fmt="csv"
+        )
     assert CustomerExportJob.objects.get(pk=ann_job.pk).status == "done"
+    assert CustomerExportJob.objects.get(pk=both_job.pk).status == "done"
     assert find_in_files(staff_exports, ann_values["email"]) and find_in_files(staff_exports, bob_values["email"])
     assert CustomerNote.objects.filter(customer=ann).exists() and DeadLetter.objects.filter(event_id="dl-ann")
     assert CustomerActivity.objects.filter(customer=ann).exists()
@@ -277,7 +282,7 @@ def test_erasure_leaves_nothing_behind_and_keeps_the_others(
     assert not CustomerNote.objects.filter(customer=ann).exists()
     assert not DeadLetter.objects.filter(event_id="dl-ann").exists() and DeadLetter.objects.filter(event_id="dl-bob")
     assert not DuplicateCandidate.objects.exists()
-    assert not CustomerExportJob.objects.filter(pk=ann_job.pk).exists()
+    assert not CustomerExportJob.objects.filter(pk__in=[ann_job.pk, both_job.pk]).exists()
     assert CustomerExportJob.objects.filter(pk=bob_job.pk).exists()
     assert find_in_files(staff_exports, bob_values["email"])
     # The outbox keeps Ann's events, each still valid against its schema (personal fields stripped only).
