@@ -7,7 +7,7 @@ from uuid import UUID
 
 import phonenumbers
 from django.conf import settings
-from django.db.models import Case, IntegerField, Q, QuerySet, When
+from django.db.models import Case, Exists, IntegerField, OuterRef, Q, QuerySet, When
 
 from customers.actor import Actor
 from customers.errors import CustomerNotFound
@@ -158,10 +158,19 @@ def customer_search(customers: QuerySet[Customer], query: str) -> QuerySet[Custo
     return customers.annotate(search_rank=search_rank(query))
 
 
-def customer_has_open_orders(customer_id: UUID | str) -> bool:
+def _open_orders():
     from customers.models import CustomerOrder, OrderStatus
 
-    return CustomerOrder.objects.filter(customer_id=customer_id, status=OrderStatus.OPEN).exists()
+    return CustomerOrder.objects.filter(status=OrderStatus.OPEN)
+
+
+def customer_has_open_orders(customer_id: UUID | str) -> bool:
+    return _open_orders().filter(customer_id=customer_id).exists()
+
+
+def without_open_orders(customers: QuerySet[Customer]) -> QuerySet[Customer]:
+    """`customers` less those with an open order (set-based, for sweeps over many customers)."""
+    return customers.exclude(Exists(_open_orders().filter(customer=OuterRef("pk"))))
 
 
 def merge_get(merge_id):

@@ -6,10 +6,7 @@ attribute, `check.exclude_held(customers: QuerySet) -> QuerySet`, returning the 
 customers it holds; a check without it is asked customer by customer, batch by batch.
 """
 
-from django.db.models import Exists, OuterRef, QuerySet
-
 from customers import selectors
-from customers.models import CustomerOrder, OrderStatus
 
 
 def open_orders(customer_id) -> str | None:
@@ -18,8 +15,4 @@ def open_orders(customer_id) -> str | None:
     return None
 
 
-def _exclude_customers_with_open_orders(customers: QuerySet) -> QuerySet:
-    return customers.exclude(Exists(CustomerOrder.objects.filter(customer=OuterRef("pk"), status=OrderStatus.OPEN)))
-
-
-open_orders.exclude_held = _exclude_customers_with_open_orders
+open_orders.exclude_held = selectors.without_open_orders
