@@ -148,7 +148,7 @@ class ConsentRecordSerializer(serializers.ModelSerializer):
 
     def get_fields(self):
         fields = super().get_fields()
-        for name in PROOF_FIELDS:
+        for name in selectors.PROOF_FIELDS:
             fields[name].allow_null = True
             fields[name].help_text = PROOF_NOTE
         return fields
@@ -156,20 +156,12 @@ class ConsentRecordSerializer(serializers.ModelSerializer):
     def to_representation(self, record):
         data = super().to_representation(record)
         if not self.context.get("show_proof", False):
-            for name in PROOF_FIELDS:
+            for name in selectors.PROOF_FIELDS:
                 data[name] = None
         return data
 
 
-# Personal proof facts: the customer's IP address and user agent, and the reason staff typed.
-PROOF_FIELDS = ("ip_address", "user_agent", "reason")
 PROOF_NOTE = f"Personal: shown only to `{SCOPE_ADMIN}` tokens and the customer's own token; null for others."
-
-
-def proof_visible_to(actor, customer_id) -> bool:
-    """IP address, user agent and staff reason: for customers:admin, or the customer's own token."""
-    own = actor.customer_id is not None and str(actor.customer_id) == str(customer_id)
-    return own or actor.has_scope(SCOPE_ADMIN)
 
 
 class PurposeSerializer(serializers.ModelSerializer):
@@ -396,7 +388,7 @@ class CustomerConsentViewSet(_CustomerScoped, viewsets.GenericViewSet):
             ip_address=ip_address,
             user_agent=user_agent,
         )
-        context = {"show_proof": proof_visible_to(request.auth, customer.pk)}
+        context = {"show_proof": selectors.proof_visible_to(request.auth, customer.pk)}
         return Response(
             {
                 "changes": ConsentRecordSerializer(records, many=True, context=context).data,
@@ -428,7 +420,7 @@ class CustomerConsentHistoryViewSet(_CustomerScoped, viewsets.GenericViewSet):
         customer = self._customer()
         records = self.filter_queryset(selectors.customer_consent_records(customer_id=customer.pk))
         page = self.paginate_queryset(records)
-        context = {"show_proof": proof_visible_to(request.auth, customer.pk)}
+        context = {"show_proof": selectors.proof_visible_to(request.auth, customer.pk)}
         return self.get_paginated_response(ConsentRecordSerializer(page, many=True, context=context).data)
 
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from consent.errors import PurposeNotFound
 from consent.models import ConsentPurpose, ConsentRecord, ConsentState, ConsentStatus, PolicyVersion
 from customers import selectors as customer_selectors
-from customers.actor import Actor
+from customers.actor import SCOPE_ADMIN, Actor
 
 ERASED = "erased"  # customers.models.CustomerStatus.ERASED
 MERGED = "merged"  # customers.models.CustomerStatus.MERGED: the person is reached through the survivor
@@ -181,3 +181,13 @@ def recorded_state_share() -> list[dict]:
         {"purpose": code, "recorded": recorded, "customers": total, "share": recorded / total if total else 1.0}
         for code, recorded, total in rows
     ]
+
+
+# Personal proof facts of a consent record: the customer's IP address and user agent, and the reason staff typed.
+PROOF_FIELDS = ("ip_address", "user_agent", "reason")
+
+
+def proof_visible_to(actor: Actor, customer_id) -> bool:
+    """Who may see a record's proof facts: customers:admin tokens, or the customer's own token."""
+    own = actor.customer_id is not None and str(actor.customer_id) == str(customer_id)
+    return own or actor.has_scope(SCOPE_ADMIN)
