@@ -90,7 +90,7 @@ class Batch:
                 message.occurred_at,
                 message.source[:100],
                 summary[:300],
-                json.dumps(data),
+                data,
                 message.event_id,
             )
         )
@@ -100,7 +100,7 @@ class Batch:
 
     def finish(self, *, actor: Actor) -> list[UUID]:
         changed = customer_metrics_recompute(
-            actor=actor, customer_ids=sorted(self.customers | set(self.loyalty)), loyalty_deltas=self.loyalty
+            actor=actor, customer_ids=list(self.customers | set(self.loyalty)), loyalty_deltas=self.loyalty
         )
         if self.activities:
             with connection.cursor() as cursor:
@@ -108,11 +108,11 @@ class Batch:
                     """
                     INSERT INTO customers_customeractivity
                         (customer_id, type, occurred_at, source, summary, data, event_id, created_at)
-                    SELECT *, now() FROM unnest(%s::uuid[], %s::varchar[], %s::timestamptz[], %s::varchar[],
-                                                %s::varchar[], %s::jsonb[], %s::uuid[])
+                    SELECT (e->>0)::uuid, e->>1, (e->>2)::timestamptz, e->>3, e->>4, e->5, (e->>6)::uuid, now()
+                    FROM jsonb_array_elements(%s::jsonb) AS e
                     ON CONFLICT (event_id) DO NOTHING
                     """,
-                    [list(column) for column in zip(*self.activities, strict=True)],
+                    [json_rows(self.activities)],
                 )
         return changed
 
@@ -121,7 +121,7 @@ class Batch:
 # case, no dashes); a merged customer's events go to the survivor (up to 5 merges deep).
 _RESOLVE = """
 WITH RECURSIVE refs AS (
-    SELECT * FROM unnest(%s::text[], %s::uuid[]) AS t(reference, as_uuid)
+    SELECT e->>0 AS reference, (e->>1)::uuid AS as_uuid FROM jsonb_array_elements(%s::jsonb) AS e
 ), survivors AS (
     SELECT refs.reference, found.id, 0 AS hops FROM refs CROSS JOIN LATERAL (
         -- the branches run in this order until one finds the customer
@@ -150,9 +150,8 @@ def resolve_customers(references: set[str]) -> dict[str, UUID]:
     """Map the `customer_id` of inbound payloads (our id, or the external id) to customer ids, in one query."""
     if not references:
         return {}
-    ordered = sorted(references)
     with connection.cursor() as cursor:
-        cursor.execute(_RESOLVE, [ordered, [_as_uuid(reference) for reference in ordered]])
+        cursor.execute(_RESOLVE, [json_rows([(reference, _as_uuid(reference)) for reference in references])])
         return dict(cursor.fetchall())
 
 
@@ -204,16 +203,25 @@ def _money(value) -> Decimal:
     return Decimal(str(value)).quantize(Decimal("0.01"))
 
 
+def json_rows(rows) -> str:
+    """A batch's rows as one JSON parameter (`jsonb_array_elements(%s::jsonb)`, fields `e->>0`, `e->>1`…).
+
+    psycopg adapts a list parameter value by value in Python; one json.dumps of the whole batch
+    costs a third of that here, and PostgreSQL reads it faster than the literal arrays too.
+    UUIDs, Decimals and datetimes go as their str(), which PostgreSQL casts back.
+    """
+    return json.dumps(rows, default=str, separators=(",", ":"))
+
+
 # The latest event of each order wins (ties: open < completed < cancelled < refunded, then the first
 # in the batch); upserted in order_id order (a stable lock order between concurrent batches). Each
 # event adds its timeline entry (a redelivery adds nothing).
 _ORDERS_APPLY = """
 WITH input AS (
-    SELECT * FROM unnest(%(order_ids)s::varchar[], %(customer_ids)s::uuid[], %(totals)s::numeric[],
-                         %(currencies)s::varchar[], %(statuses)s::varchar[], %(placed)s::timestamptz[],
-                         %(occurred)s::timestamptz[], %(event_ids)s::uuid[], %(sources)s::varchar[])
-        WITH ORDINALITY
-        AS t(order_id, customer_id, total, currency, status, placed_at, occurred_at, event_id, source, n)
+    SELECT e->>0 AS order_id, (e->>1)::uuid AS customer_id, (e->>2)::numeric AS total, e->>3 AS currency,
+           e->>4 AS status, (e->>5)::timestamptz AS placed_at, (e->>6)::timestamptz AS occurred_at,
+           (e->>7)::uuid AS event_id, e->>8 AS source, n
+    FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS t(e, n)
 ), latest AS (
     SELECT DISTINCT ON (order_id) * FROM input
     ORDER BY order_id, occurred_at DESC, array_position(%(ranks)s::varchar[], status) DESC, n
@@ -247,36 +255,27 @@ def customer_orders_apply(*, actor: Actor, batch: Batch, messages: list) -> None
     resolved = _resolved(batch, messages)
     if not resolved:
         return
-    columns: tuple[list, ...] = ([], [], [], [], [], [], [], [], [])
-    order_ids, customer_ids, totals, currencies, statuses, placed, occurred, event_ids, sources = columns
+    rows = []
     for message, customer_id in resolved:
         data = message.data
-        order_ids.append(data["order_id"])
-        customer_ids.append(customer_id)
-        totals.append(_money(data["total"]))
-        currencies.append(data["currency"])
-        statuses.append(ORDER_STATUS[message.event_type])
-        placed.append(datetime.fromisoformat(data["placed_at"]))
-        occurred.append(message.occurred_at)
-        event_ids.append(message.event_id)
-        sources.append(message.source[:100])
-    batch.customers.update(customer_ids)
+        rows.append(
+            (
+                data["order_id"],
+                customer_id,
+                _money(data["total"]),
+                data["currency"],
+                ORDER_STATUS[message.event_type],
+                datetime.fromisoformat(data["placed_at"]),
+                message.occurred_at,
+                message.event_id,
+                message.source[:100],
+            )
+        )
+        batch.customers.add(customer_id)
     with connection.cursor() as cursor:
         cursor.execute(
             _ORDERS_APPLY,
-            {
-                "order_ids": order_ids,
-                "customer_ids": customer_ids,
-                "totals": totals,
-                "currencies": currencies,
-                "statuses": statuses,
-                "placed": placed,
-                "occurred": occurred,
-                "event_ids": event_ids,
-                "sources": sources,
-                "ranks": list(_STATUS_RANK),
-                "verbs": json.dumps(_ORDER_VERB),
-            },
+            {"rows": json_rows(rows), "ranks": list(_STATUS_RANK), "verbs": json.dumps(_ORDER_VERB)},
         )
 
 
@@ -298,16 +297,16 @@ def customer_support_cases_apply(*, actor: Actor, batch: Batch, messages: list) 
         )
     if not latest:
         return
-    columns = list(zip(*sorted(latest.values()), strict=True))
     with connection.cursor() as cursor:
         cursor.execute(
             """
             INSERT INTO customers_supportcase (case_id, customer_id, rating, closed_at)
-            SELECT * FROM unnest(%s::varchar[], %s::uuid[], %s::smallint[], %s::timestamptz[])
+            SELECT e->>0, (e->>1)::uuid, (e->>2)::smallint, (e->>3)::timestamptz
+            FROM jsonb_array_elements(%s::jsonb) AS e ORDER BY 1
             ON CONFLICT (case_id) DO UPDATE SET rating = EXCLUDED.rating, closed_at = EXCLUDED.closed_at
             WHERE EXCLUDED.closed_at > customers_supportcase.closed_at
             """,
-            [list(column) for column in columns],
+            [json_rows(list(latest.values()))],
         )
 
 
@@ -405,7 +404,7 @@ _METRIC_COLUMNS = (
 # `changed` updates the customers whose metrics differ and returns their new and old values.
 _RECOMPUTE = f"""
 ids AS (
-    SELECT * FROM unnest(%s::uuid[], %s::int[]) AS t(id, loyalty_delta)
+    SELECT (e->>0)::uuid AS id, (e->>1)::int AS loyalty_delta FROM jsonb_array_elements(%s::jsonb) AS e
 ), counted AS (
     -- one index probe per customer (a hash join would read the whole orders table)
     SELECT o.* FROM ids CROSS JOIN LATERAL (
@@ -469,13 +468,14 @@ def _iso(column: str) -> str:
     )
 
 
+_CHANGED_FIELDS = ", ".join(
+    f"CASE WHEN r.{name} IS DISTINCT FROM r.old_{name} THEN '{name}' END" for name in _METRIC_COLUMNS
+)
 # The `customer.metrics.updated.v1` payload of a row `r` of `changed`: the values after the change.
 _METRICS_PAYLOAD = f"""jsonb_build_object(
     'customer_id', r.id::text,
     'version', r.version,
-    'changed_fields', to_jsonb(array_remove(ARRAY[{
-        ", ".join(f"CASE WHEN r.{name} IS DISTINCT FROM r.old_{name} THEN '{name}' END" for name in _METRIC_COLUMNS)
-    }]::text[], NULL)),
+    'changed_fields', to_jsonb(array_remove(ARRAY[{_CHANGED_FIELDS}]::text[], NULL)),
     'order_count', r.order_count,
     'open_order_count', r.open_order_count,
     'total_spent', round(r.total_spent, 2)::text,
@@ -502,10 +502,14 @@ def customer_metrics_recompute(
     if not customer_ids:
         return []
     loyalty_deltas = loyalty_deltas or {}
-    ids = sorted(set(customer_ids))
-    params = [ids, [loyalty_deltas.get(customer_id, 0) for customer_id in ids], settings.SUPPORT_SATISFACTION_WINDOW]
+    rows = json_rows([(customer_id, loyalty_deltas.get(customer_id, 0)) for customer_id in set(customer_ids)])
+    params = [rows, settings.SUPPORT_SATISFACTION_WINDOW]
     with connection.cursor() as cursor:
-        cursor.execute("SELECT id FROM customers_customer WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids])
+        cursor.execute(
+            "SELECT id FROM customers_customer"
+            " WHERE id IN (SELECT (e->>0)::uuid FROM jsonb_array_elements(%s::jsonb) AS e) ORDER BY id FOR UPDATE",
+            [rows],
+        )
         if not events.set_based_recording_possible(events.CUSTOMER_METRICS_UPDATED):
             # A per-event Python subscriber listens: the events go through record_many, which calls it.
             cursor.execute(f"WITH {_RECOMPUTE} SELECT r.id, {_METRICS_PAYLOAD} FROM changed r", params)  # noqa: S608

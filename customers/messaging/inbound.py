@@ -116,7 +116,8 @@ def parse(body: bytes | str, routing_key: str = "") -> Message:
             body = bytes(body).decode("utf-8")
         except UnicodeDecodeError:
             return Message(body="", routing_key=_safe_type(routing_key), problem=("INVALID_ENCODING", "not UTF-8"))
-    message = Message(body=body[:MAX_BODY_BYTES], routing_key=_safe_type(routing_key))
+    # Kept for the dead-letter table, which (PostgreSQL text) cannot hold NUL: never in valid JSON anyway.
+    message = Message(body=body[:MAX_BODY_BYTES].replace("\x00", "\ufffd"), routing_key=_safe_type(routing_key))
     if len(body) > MAX_BODY_BYTES:
         message.problem = ("TOO_LARGE", f"over {MAX_BODY_BYTES} bytes")
         return message
@@ -181,21 +182,18 @@ def _park_alone(message: Message, error: Exception) -> Outcome:
 
 
 def _insert_inbox(messages: list[Message]) -> set[UUID]:
-    rows = sorted(messages, key=lambda m: m.event_id)  # a stable lock order between concurrent consumers
+    rows = effects.json_rows([(m.event_id, m.event_type, m.source[:100], m.occurred_at) for m in messages])
     with connection.cursor() as cursor:
         cursor.execute(
             """
             INSERT INTO customers_inboxmessage (event_id, event_type, source, occurred_at, received_at)
-            SELECT *, now() FROM unnest(%s::uuid[], %s::varchar[], %s::varchar[], %s::timestamptz[])
+            SELECT (e->>0)::uuid, e->>1, e->>2, (e->>3)::timestamptz, now()
+            FROM jsonb_array_elements(%s::jsonb) AS e
+            ORDER BY 1  -- a stable lock order between concurrent consumers
             ON CONFLICT (event_id) DO NOTHING
             RETURNING event_id
             """,
-            [
-                [m.event_id for m in rows],
-                [m.event_type for m in rows],
-                [m.source[:100] for m in rows],
-                [m.occurred_at for m in rows],
-            ],
+            [rows],
         )
         return {event_id for (event_id,) in cursor.fetchall()}
 
