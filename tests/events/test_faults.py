@@ -218,7 +218,8 @@ def _broker_leftovers(url: str, queue: str) -> str:
         client = getattr(channel, "client", None)
         if client is None:
             return f"left on the broker: {channel.queue_declare(queue=queue, passive=True).message_count} waiting"
-        return f"left on Redis: {client.llen(queue)} waiting, {client.hlen(channel.unacked_key)} unacknowledged"
+        processing = sum(client.llen(key) for key in client.scan_iter(f"_inbound*{queue}*processing*", _type="list"))
+        return f"left on Redis: {client.llen(queue)} waiting, {processing} in consumers' processing lists"
 
 
 CONSUMER_EVENTS = 1200
@@ -231,8 +232,9 @@ def test_consumers_killed_mid_batch_apply_each_event_exactly_once(broker_url, na
     """SIGKILL `consume_events` inside its batch transaction, again and again: nothing counts twice.
 
     Loyalty points add up, so one event applied twice changes the total; orders count once per
-    order. A tenth of the messages are also published twice, as a producer retrying would. On
-    RabbitMQ every event is applied exactly once; on Redis see the note on kombu's pop window.
+    order. A tenth of the messages are also published twice, as a producer retrying would. On both
+    brokers every event is applied exactly once and none is lost (on Redis the consumer moves a
+    batch into its processing list atomically; the survivors put a killed one's lists back).
     """
     from tests.events.conftest import envelope, publish_inbound
 
@@ -308,20 +310,14 @@ def test_consumers_killed_mid_batch_apply_each_event_exactly_once(broker_url, na
             forker.kill()
     assert kills >= CONSUMER_KILLS, f"only {kills} consumers caught inside a batch"
 
-    # What the killed ones left unacknowledged comes back (Redis: after the visibility timeout, a
-    # few at a time: kombu restores unacknowledged messages in small, throttled batches).
+    # What the killed ones left unacknowledged comes back (Redis: once their heartbeat expired, after
+    # EVENTS_REDIS_VISIBILITY_TIMEOUT, the running consumer puts their processing lists back).
     deadline = time.monotonic() + CONSUMER_PHASE
     while InboxMessage.objects.count() < CONSUMER_EVENTS and time.monotonic() < deadline:
         final.run(idle_seconds=3, max_seconds=max(deadline - time.monotonic(), 0.1))
     applied = {str(event_id) for event_id in InboxMessage.objects.values_list("event_id", flat=True)}
     lost = CONSUMER_EVENTS - len(applied)
-    if broker_url.startswith("redis"):
-        # kombu's Redis transport pops a message (BRPOP) and then, in a second round trip, files it
-        # as unacknowledged: a consumer killed between the two loses that message. Nothing of ours
-        # can close that window; at most one message per kill may go. RabbitMQ loses none.
-        assert lost <= kills, _broker_leftovers(broker_url, names.queue)
-    else:
-        assert lost == 0, _broker_leftovers(broker_url, names.queue)
+    assert lost == 0, _broker_leftovers(broker_url, names.queue)
     assert not DeadLetter.objects.exists()
 
     # Whatever was applied was applied once: the metrics are exactly those of the applied events.
