@@ -52,3 +52,21 @@ def api(api_client):
 @pytest.fixture
 def admin_api(api_client):
     return api_client(ALL, subject="ops")
+
+
+@pytest.fixture
+def celery_broker_down():
+    """Celery not eager and pointed at a port where no broker listens: queueing a task fails the way it
+    does in production when the broker is down (connection refused)."""
+    from config.celery_app import app
+
+    def switch(settings: dict) -> None:
+        app.conf.update(settings)
+        app.close()  # the connection pools are bound to the broker URL they were made for
+        app.amqp._producer_pool = None
+
+    down = {"task_always_eager": False, "broker_url": "redis://127.0.0.1:1/0"}
+    saved = {key: app.conf[key] for key in down}
+    switch(down)
+    yield
+    switch(saved)
