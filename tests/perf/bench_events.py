@@ -9,9 +9,11 @@ development database:
 * relay: N outbox rows published by `relay_batch` until none is left (claim with SKIP LOCKED,
   publish, confirm, mark published), events/s from outbox to broker; target >= 5,000/s;
 * inbound: N `order.created.v1` messages waiting in our inbound queue, applied by the consumer
-  (batches, inbox dedupe, order upsert, one metrics UPDATE per batch, metrics events, activity),
-  events/s from the first message to the last commit; the customers' metrics are checked against
-  what was sent; target >= 10,000/s. Beside it, the same consumer with a no-op apply (raw consume).
+  (batches of BENCH_EVENTS_INBOUND_BATCH, each a handful of set-based statements: inbox dedupe, order
+  upsert with the activity entries, one metrics UPDATE recording the metrics events; on Redis the
+  consumer's own atomic batch receive), events/s from the first message to the last commit; the
+  customers' metrics are checked against what was sent; target >= 10,000/s. Beside it, the same
+  consumer with a no-op apply (raw consume + parse).
 
 The bench uses its own customers (external id `evbench-…`, created once) and its own exchange and
 queues, and removes its outbox rows, orders, inbox rows, activity and metrics changes afterwards.
@@ -40,7 +42,7 @@ BROKERS = {
     "rabbitmq": os.environ.get("BENCH_EVENTS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"),
 }
 BATCH = int(os.environ.get("BENCH_EVENTS_BATCH", "500"))
-
+INBOUND_BATCH = int(os.environ.get("BENCH_EVENTS_INBOUND_BATCH", str(BATCH)))
 
 
 def _reachable(url: str) -> bool:
@@ -246,6 +248,26 @@ def relay_out(url: str, exchange: str, customer_ids: list, count: int) -> tuple[
     return seconds, left
 
 
+def _order_bodies(customer_ids: list, count: int) -> tuple[list[str], dict]:
+    """N order.created.v1 envelopes round-robin over the customers, and the expected orders per customer."""
+    expected: dict = {}
+    bodies = []
+    placed = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(count):
+        customer_id = customer_ids[i % len(customer_ids)]
+        expected[customer_id] = expected.get(customer_id, 0) + 1
+        data = {
+            "order_id": f"{PREFIX}{i}",
+            "customer_id": str(customer_id),
+            "total": "10.00",
+            "currency": "EUR",
+            "status": "open",
+            "placed_at": (placed + timedelta(seconds=i)).isoformat(),
+        }
+        bodies.append(_envelope("order.created.v1", data))
+    return bodies, expected
+
+
 def _preload_orders(url: str, exchange: str, queue: str, customer_ids: list, count: int) -> dict:
     """Publish N order.created.v1 into our inbound queue (not measured); returns the expected orders per customer."""
     from kombu import Connection, Producer
@@ -253,32 +275,39 @@ def _preload_orders(url: str, exchange: str, queue: str, customer_ids: list, cou
     from customers.messaging import broker
 
     consumer_queue = broker.inbound_queue(routing_keys=["order.created.v1"], name=queue, exchange=exchange)
-    expected: dict = {}
-    placed = datetime(2026, 1, 1, tzinfo=UTC)
+    bodies, expected = _order_bodies(customer_ids, count)
     with Connection(url) as conn:
         channel = conn.channel()
         consumer_queue(channel).declare()
         producer = Producer(channel, exchange=broker.inbound_exchange(exchange))
         with broker.bindings_cached(channel), producer.batch(max_size=2 * count + 10):
-            for i in range(count):
-                customer_id = customer_ids[i % len(customer_ids)]
-                expected[customer_id] = expected.get(customer_id, 0) + 1
-                data = {
-                    "order_id": f"{PREFIX}{i}",
-                    "customer_id": str(customer_id),
-                    "total": "10.00",
-                    "currency": "EUR",
-                    "status": "open",
-                    "placed_at": (placed + timedelta(seconds=i)).isoformat(),
-                }
+            for body in bodies:
                 producer.publish(
-                    _envelope("order.created.v1", data),
+                    body,
                     routing_key="order.created.v1",
                     content_type="application/json",
                     content_encoding="utf-8",
                     delivery_mode=2,
                 )
     return expected
+
+
+def apply_alone(customer_ids: list, count: int) -> tuple[float, int, dict]:
+    """The database's part alone: apply_batch over parsed messages, one connection, no broker, no overlap.
+    Returns (seconds, applied, expected)."""
+    from django.db import connection
+
+    from customers.messaging import inbound
+
+    bodies, expected = _order_bodies(customer_ids, count)
+    messages = [inbound.parse(body, "order.created.v1") for body in bodies]
+    applied = 0
+    started = time.perf_counter()
+    for start in range(0, count, INBOUND_BATCH):
+        applied += inbound.apply_batch(messages[start : start + INBOUND_BATCH]).applied
+    seconds = time.perf_counter() - started
+    connection.close()
+    return seconds, applied, expected
 
 
 def consume(url: str, exchange: str, queue: str, count: int, *, apply=None) -> tuple[float, object]:
@@ -300,7 +329,7 @@ def consume(url: str, exchange: str, queue: str, count: int, *, apply=None) -> t
         exchange=exchange,
         queue=queue,
         routing_keys=["order.created.v1"],
-        batch_size=BATCH,
+        batch_size=INBOUND_BATCH,
         batch_wait_ms=20,
         apply=timed_apply,
     )
@@ -327,19 +356,22 @@ def _check_metrics(expected: dict) -> list[str]:
 
 @contextlib.contextmanager
 def _other_apps_subscribers(*, detached: bool):
-    """Detach the after-commit subscribers of customer.metrics.updated.v1 (segments queues a Celery task
-    per event there) to show what the ingestion itself costs; attached again afterwards."""
+    """Detach the after-commit subscribers of customer.metrics.updated.v1, per event and per batch (segments
+    queues a Celery task per batch there) to show what the ingestion itself costs; attached again afterwards."""
     from customers import events
 
     if not detached:
         yield
         return
-    saved = list(events._after_commit.get(events.CUSTOMER_METRICS_UPDATED, ()))
-    events._after_commit[events.CUSTOMER_METRICS_UPDATED] = []
+    registries = (events._after_commit, events._after_commit_batch)
+    saved = [list(registry.get(events.CUSTOMER_METRICS_UPDATED, ())) for registry in registries]
+    for registry in registries:
+        registry[events.CUSTOMER_METRICS_UPDATED] = []
     try:
         yield
     finally:
-        events._after_commit[events.CUSTOMER_METRICS_UPDATED] = saved
+        for registry, handlers in zip(registries, saved, strict=True):
+            registry[events.CUSTOMER_METRICS_UPDATED] = handlers
 
 
 def _noop(messages):
@@ -358,14 +390,27 @@ def run(ctx: Context) -> Report:
         {"bench_customers": len(customer_ids), "relay_events": RELAY_EVENTS, "inbound_events": INBOUND_EVENTS}
     )
     report.notes += [
-        f"in-process, one relay and one consumer, batches of {BATCH}; the reference is our kombu publisher without the "
-        "database (publisher confirms on RabbitMQ, one pipeline per batch on Redis), measured in the same run.",
+        f"in-process, one relay (batches of {BATCH}) and one consumer (batches of {INBOUND_BATCH}, two apply "
+        "workers); the reference is our kombu publisher without the database (publisher confirms on RabbitMQ, one "
+        "pipeline per batch on Redis), measured in the same run.",
         "inbound: events/s from the consumer's start (queue already full) to its last commit; every batch: inbox "
-        "insert, order upsert, one metrics UPDATE for its customers, one customer.metrics.updated.v1 per customer, "
-        "activity entries, after-commit subscribers. 'as wired': with every app's subscribers (today segments queues "
-        "one Celery task per customer.metrics.updated.v1; customers.events.subscribe_batch lets it queue one per "
-        "batch); 'customers' own work only': the same with those after-commit subscribers detached.",
+        "insert, order upsert with activity entries, one metrics UPDATE for its customers recording one "
+        "customer.metrics.updated.v1 per changed customer, cache invalidation and after-commit subscribers. 'as "
+        "wired': with every app's subscribers (segments queues one Celery task per batch); 'customers' own work "
+        "only': the same with those after-commit subscribers detached.",
     ]
+    log(f"inbound: set-based apply of {INBOUND_EVENTS:,} order.created.v1 alone (no broker)")
+    _cleanup(customer_ids, [])
+    seconds, applied, expected = apply_alone(customer_ids, INBOUND_EVENTS)
+    failures = _check_metrics(expected)
+    if applied != INBOUND_EVENTS:
+        failures.append(f"{applied:,} applied of {INBOUND_EVENTS:,}")
+    row = _row("inbound: apply_batch alone, one connection, no broker (reference)", applied, seconds, failures=failures)
+    if failures:
+        row.passed = False
+    report.rows.append(row)
+    log(f"  {row.requests_per_second:,.0f} events/s, metrics {failures or 'right'}")
+    _cleanup(customer_ids, [])
     for broker_name, url in BROKERS.items():
         if not _reachable(url):
             report.notes.append(f"{broker_name}: not reachable at {url}, skipped")
