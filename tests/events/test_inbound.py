@@ -110,6 +110,13 @@ class TestOrders:
         }
         assert not Customer.history.filter(id=customer.pk, history_type="~").exists()  # metrics keep no history
 
+    def test_the_metrics_event_writes_times_and_money_as_python_would(self, customer):
+        placed = T0 + timedelta(microseconds=500)
+        apply(order("created", customer, "o-1", "7.5", placed_at=placed))
+        (event,) = metrics_events(customer)
+        assert (event.data["last_order_at"], event.data["total_spent"]) == (placed.isoformat(), "7.50")
+        assert event.data["average_order_value"] == "7.50" and event.data["satisfaction_score"] is None
+
     def test_cancelled_and_refunded_orders_stop_counting(self, customer):
         apply(order("created", customer, "o-1", "10.00"), order("created", customer, "o-2", "30.00"))
         apply(order("cancelled", customer, "o-1", "10.00", at=T0 + timedelta(hours=1)))
