@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from import_export import fields, resources, widgets
 from import_export.instance_loaders import ModelInstanceLoader
 
-from customers import services
+from customers import selectors, services
 from customers.actor import Actor
 from customers.errors import ApplicationError
 from customers.models import Customer, RegistrationSource
@@ -42,7 +42,7 @@ class EmailInstanceLoader(ModelInstanceLoader):
         email = str(row.get("email") or "").strip()
         if not email:
             return None
-        return Customer.objects.filter(email__iexact=email).first()
+        return selectors.with_email(Customer.objects.all(), email).first()
 
 
 class CustomerResource(resources.ModelResource):

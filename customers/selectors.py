@@ -7,7 +7,8 @@ from uuid import UUID
 
 import phonenumbers
 from django.conf import settings
-from django.db.models import Case, Exists, IntegerField, OuterRef, Q, QuerySet, When
+from django.db.models import Case, Exists, IntegerField, OuterRef, Q, QuerySet, Value, When
+from django.db.models.functions import Lower
 
 from customers.actor import Actor
 from customers.errors import CustomerNotFound
@@ -156,6 +157,12 @@ def customer_search(customers: QuerySet[Customer], query: str) -> QuerySet[Custo
     for term in terms:
         customers = _matching(customers, term, one_of_several=len(terms) > 1)
     return customers.annotate(search_rank=search_rank(query))
+
+
+def with_email(customers: QuerySet[Customer], email: str) -> QuerySet[Customer]:
+    """Customers whose email is `email` in any letter case, through the unique lower(email) index
+    (`email__iexact` compiles to UPPER(), which only the trigram index serves: 7 ms instead of 0.1)."""
+    return customers.alias(email_lower=Lower("email")).filter(email_lower=Lower(Value(email)))
 
 
 def _open_orders():

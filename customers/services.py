@@ -9,7 +9,7 @@ from uuid import UUID
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from customers import events
+from customers import events, selectors
 from customers.actor import SCOPE_ADMIN, Actor
 from customers.cache import invalidate_customer_on_commit, invalidate_customers_on_commit
 from customers.duplicates import WATCHED_FIELDS, duplicates_detect
@@ -158,7 +158,7 @@ def _save_guarding_uniques(instance: Customer) -> None:
 
 
 def _email_taken(email: str, *, excluding: UUID | None = None) -> bool:
-    query = Customer.objects.filter(email__iexact=email)
+    query = selectors.with_email(Customer.objects.all(), email)
     if excluding is not None:
         query = query.exclude(pk=excluding)
     return query.exists()

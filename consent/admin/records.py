@@ -27,7 +27,10 @@ def _customer_search(queryset, term: str):
     except ValueError:
         pass
     customers = customer_selectors.customers_visible_to(_STAFF_READ)
-    customers = customers.filter(email__iexact=term) if "@" in term else customers.filter(customer_number__iexact=term)
+    if "@" in term:
+        customers = customer_selectors.with_email(customers, term)
+    else:
+        customers = customers.filter(customer_number__iexact=term)
     return queryset.filter(customer_id__in=customers.values("pk"))
 
 
