@@ -32,13 +32,17 @@ def access_log_record_selection(
     *, user, selection_sql: str, params: list, action: str, reference: str = "", at: datetime | None = None
 ) -> int:
     """One row per customer id the SQL selects (e.g. a bulk export's selection), all stamped `at` (now by
-    default); returns how many."""
+    default); returns how many.
+
+    The rows go in in customer-id order: access_customer_idx (customer, -at) then takes them page after
+    page instead of at random, which on a million rows costs a fraction (sorting the ids is cheaper).
+    """
     if action not in AccessAction.values:
         raise ValueError(f"unknown access action {action!r}")
     with connection.cursor() as cursor:
         insert = "INSERT INTO customers_accesslog (user_id, customer_id, action, reference, at)"
         source = f"({selection_sql}) AS s(id)" if selection_sql else "customers_customer AS s"  # "": everyone
-        query = f"{insert} SELECT %s, s.id, %s, %s, %s FROM {source}"  # noqa: S608 - our ORM's SQL
+        query = f"{insert} SELECT %s, s.id, %s, %s, %s FROM {source} ORDER BY s.id"  # noqa: S608 - our ORM's SQL
         cursor.execute(query, [user.pk, action, str(reference or "")[:64], at or timezone.now(), *params])
         return cursor.rowcount
 
@@ -56,6 +60,7 @@ def access_log_forget(*, action: str, reference: str, since: datetime, at: datet
         return cursor.rowcount
 
 
+SORT_WORK_MEM = "64MB"  # a bulk log's ids (16 bytes each and the sort's overhead) sorted without spilling
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
 
 
@@ -123,6 +128,13 @@ class SelectionLogInSnapshot:
                 with connection.cursor() as cursor:
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                     cursor.execute(f"SET TRANSACTION SNAPSHOT '{self._snapshot}'")  # checked above; no parameters
+                    cursor.execute(f"SET LOCAL work_mem = '{SORT_WORK_MEM}'")  # a million ids sorted in memory
+                    if not self._insert["selection_sql"]:
+                        # Every customer: read the table in order (the caller's COPY reads it too, and
+                        # synchronized scans share those reads) and sort the ids, rather than walk the
+                        # primary key, which visits the table page by page wherever the visibility map
+                        # is not up to date (on a million customers, seconds).
+                        cursor.execute("SET LOCAL enable_indexonlyscan = off")
                 self._imported.set()
                 self.rows = access_log_record_selection(**self._insert)
                 self._written.set()

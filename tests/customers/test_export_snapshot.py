@@ -232,3 +232,20 @@ def test_the_log_of_a_run_that_died_after_committing_it_is_forgotten(staff, sett
     died_after_logging(hopeless)
     assert bulk_export.running_jobs_recover()["failed"] == [hopeless.pk]
     assert not AccessLog.objects.filter(reference=str(hopeless.pk)).exists()
+
+
+@pytest.mark.django_db
+def test_the_csv_file_is_written_in_blocks_with_progress_and_copys_count(staff, monkeypatch, tmp_path):
+    officer = staff(COMPLIANCE, "officer")
+    CustomerFactory(first_name="Two\nlines")  # a line break inside a value: COPY's count still says one row
+    CustomerFactory.create_batch(3)
+    names = bulk_export.columns_for(officer)
+    selection_sql, params = bulk_export.selection_of(Customer.objects.all())
+    streamed = b"".join(bulk_export.copy_csv(names, selection_sql, params, ordered=False))
+    monkeypatch.setattr(bulk_export, "WRITE_BLOCK_BYTES", 100)
+    monkeypatch.setattr(bulk_export, "PROGRESS_EVERY_BYTES", 1)
+    reported = []
+    path = tmp_path / "customers.csv"
+    assert bulk_export.write_csv_file(path, names, selection_sql, params, reported.append) == 4
+    assert path.read_bytes() == streamed
+    assert reported and reported == sorted(reported) and reported[-1] <= 5
