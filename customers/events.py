@@ -323,10 +323,12 @@ def record_from_rows(
         sql, values = _row_events_sql(index, spec, now=now, metadata=json.dumps(metadata))
         parts.append(sql)
         event_params += values
-        # Every event when batch subscribers want them all, else a sample to check.
-        limit = "" if _after_commit_batch.get(spec.event_type) else f" LIMIT {SET_BASED_SAMPLE}"
-        sample = f"(SELECT * FROM _events_{index}{limit}) AS s"  # noqa: S608 - our names
-        samples.append(f"(SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]'::jsonb) FROM {sample})")  # noqa: S608
+        sample = f"(SELECT * FROM _events_{index} LIMIT {SET_BASED_SAMPLE}) AS s"  # noqa: S608 - our names
+        sample = f"(SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]'::jsonb) FROM {sample})"  # noqa: S608
+        if _after_commit_batch.get(spec.event_type):  # and every event, briefly, for the batch subscribers
+            every = f"(SELECT json_agg(json_build_array(e.event_id, e.subject, e.data)) FROM _events_{index} e)"  # noqa: S608
+            sample = f"json_build_array({sample}, coalesce({every}, '[]'::json))"
+        samples.append(sample)
     with_events = f",{','.join(parts)}" if parts else ""
     sampled = ", ".join(samples) or "NULL"
     statement = f"WITH {ctes}{with_events} SELECT q.*, {sampled} FROM ({select}) AS q"  # noqa: S608 - callers' SQL
@@ -336,8 +338,12 @@ def record_from_rows(
     width = len(row) - max(len(events), 1)
     problems = set()
     returned = [json.loads(sample) if isinstance(sample, str) else sample or [] for sample in row[width:]]
+    every: dict[int, list] = {}
+    for index, spec in enumerate(events):
+        if _after_commit_batch.get(spec.event_type):
+            returned[index], every[index] = returned[index]
     for spec, sample in zip(events, returned, strict=False):
-        for event in sample[:SET_BASED_SAMPLE]:
+        for event in sample:
             wire = {key: event[key] for key in ("event_id", "event_type", "occurred_at", "source", "subject")}
             wire |= {"data": event["data"], "metadata": event["metadata"]}
             problems.update(f"{spec.event_type}: {error}" for error in schemas.envelope_errors(wire))
@@ -345,11 +351,14 @@ def record_from_rows(
             problems.update(f"{spec.event_type}: {error}" for error in errors)
     if problems:
         raise EventContractError("Events break their schema: " + "; ".join(sorted(problems)))
-    for spec, sample in zip(events, returned, strict=False):
-        handlers = _after_commit_batch.get(spec.event_type, ())
-        if handlers and sample:
-            recorded = [_returned_event(event, occurred_at=now) for event in sample]
-            for handler in handlers:
+    for index, rows in every.items():
+        if rows:
+            event_type = events[index].event_type
+            recorded = [
+                RecordedEvent(UUID(event_id), event_type, now, settings.EVENT_SOURCE, subject, data, metadata)
+                for event_id, subject, data in rows
+            ]
+            for handler in _after_commit_batch.get(event_type, ()):
                 transaction.on_commit(lambda h=handler, recorded=recorded: h(events=recorded, actor=actor))
     return tuple(row[:width])
 
@@ -364,16 +373,3 @@ class RecordedEvent(NamedTuple):
     subject: str
     data: dict
     metadata: dict
-
-
-def _returned_event(event: dict, *, occurred_at) -> RecordedEvent:
-    """An event row a set-based statement returned (as JSON); a model instance costs ~10x more to build."""
-    return RecordedEvent(
-        UUID(event["event_id"]),
-        event["event_type"],
-        occurred_at,
-        event["source"],
-        event["subject"],
-        event["data"],
-        event["metadata"],
-    )
