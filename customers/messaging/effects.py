@@ -335,7 +335,7 @@ def customer_identity_link(*, actor: Actor, batch: Batch, messages: list) -> Non
             with transaction.atomic():
                 if Customer.objects.filter(external_id=user_id).exists():
                     continue  # already created or linked
-                existing = Customer.objects.filter(email__iexact=data["email"].strip()).first()
+                existing = selectors.with_email(Customer.objects.all(), data["email"].strip()).first()
                 if existing is None:
                     batch.arrived.add(user_id)
                     services.customer_create(
