@@ -275,6 +275,7 @@ class CappedCountPaginator(Paginator):
     """
 
     ids: list | None = None
+    unsearched = None  # the list's queryset before the search: a page is read from it by primary key
 
     @cached_property
     def count(self) -> int:
@@ -287,9 +288,13 @@ class CappedCountPaginator(Paginator):
             return super().page(number)
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
-        # The object list is ordered by each id's position already: read just this page's rows.
-        rows = self.object_list.filter(pk__in=self.ids[bottom : bottom + self.per_page])
-        return self._get_page(rows, number, self)
+        # Just this page's rows, by primary key and in their place (not a query naming every match twice).
+        return self._get_page(_in_order(self.unsearched, self.ids[bottom : bottom + self.per_page]), number, self)
+
+
+def _in_order(customers, ids: list):
+    """These customers in the order of `ids`."""
+    return customers.filter(pk__in=ids).annotate(search_position=ArrayPosition(ids, "pk")).order_by("search_position")
 
 
 def _plain_ordering(order_by) -> list[str] | None:
@@ -405,9 +410,9 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
             found.sort(key=lambda row, i=position: row[2 + i], reverse=ordering[position].startswith("-"))
         if ORDER_VAR not in request.GET:
             found.sort(key=lambda row: row[1])
-        ids = request._customer_search_ids = [row[0] for row in found]
-        ordered = queryset.filter(pk__in=ids).annotate(search_position=ArrayPosition(ids, "pk"))
-        return ordered.order_by("search_position"), False
+        ids = [row[0] for row in found]
+        request._customer_search = (ids, queryset)  # the paginator reads a page of them (see its `page`)
+        return _in_order(queryset, ids), False
 
     @property
     def count_cap(self) -> int:
@@ -420,8 +425,16 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         paginator = CappedCountPaginator(queryset, per_page, orphans, allow_empty_first_page)
-        paginator.ids = getattr(request, "_customer_search_ids", None)
+        paginator.ids, paginator.unsearched = getattr(request, "_customer_search", (None, None))
         return paginator
+
+    def get_actions(self, request):
+        """The changelist asks three times a request, and each time every action's permission (some of
+        them a query): once a request is enough. A copy each time: callers pop what they hide."""
+        cached = getattr(request, "_customer_admin_actions", None)
+        if cached is None:
+            cached = request._customer_admin_actions = super().get_actions(request)
+        return dict(cached)
 
     def get_object(self, request, object_id, from_field=None):
         try:
