@@ -62,7 +62,9 @@ def celery_broker_down():
 
     def switch(settings: dict) -> None:
         app.conf.update(settings)
-        app.close()  # the connection pools are bound to the broker URL they were made for
+        # The connection pools are bound to the broker URL they were made for. (Not app.close():
+        # it also deregisters the app, and shared tasks then resolve against a default app.)
+        app._pool = None
         app.amqp._producer_pool = None
 
     down = {"task_always_eager": False, "broker_url": "redis://127.0.0.1:1/0"}
