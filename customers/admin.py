@@ -53,7 +53,7 @@ from customers.models import (
 )
 
 BULK_ACTION_LIMIT = 5_000  # customers changed one by one through the services per action
-COUNT_CAP = 1_000  # the customer list counts its rows up to this many
+COUNT_CAP = 250  # the customer list counts its rows (and a search collects its matches) up to this many: 5 pages
 RECENT_HISTORY = 15
 TIMELINE_PAGE_SIZE = 20  # activity entries per page of the customer page's timeline
 TIMELINE_VAR = "timeline"  # the customer page's query parameter: the timeline page's cursor
@@ -403,9 +403,16 @@ class CustomerAdmin(ImportMixin, SimpleHistoryAdmin):
         # sort would read every match of a common name). They are ordered here: the exact match first
         # (unless a column header was clicked), then the list's order. The page reads its rows by primary
         # key and the paginator counts what was collected. A term matching more than COUNT_CAP customers
-        # shows COUNT_CAP + 1 of them, ordered the same way, and the page asks for more words.
+        # shows COUNT_CAP + 1 of them, ordered the same way, and the page asks for more words; the
+        # customer it names by an identifier (email, number, external id, phone) is looked up by index
+        # and shown first even then. (An exact name is first among the collected matches.)
         fields = [name.lstrip("-") for name in ordering]
-        found = list(results.order_by().values_list("pk", "search_rank", *fields)[: COUNT_CAP + 1])
+        columns = ("pk", "search_rank", *fields)
+        found = list(results.order_by().values_list(*columns)[: COUNT_CAP + 1])
+        if len(found) > COUNT_CAP:  # past the cap, the one customer the term names exactly may be uncollected
+            collected = {row[0] for row in found}
+            named = selectors.customer_identified_by(queryset, search_term).order_by().values_list(*columns)
+            found += [row for row in named if row[0] not in collected]
         for position in reversed(range(len(ordering))):  # stable sorts, last key first
             found.sort(key=lambda row, i=position: row[2 + i], reverse=ordering[position].startswith("-"))
         if ORDER_VAR not in request.GET:

@@ -147,6 +147,21 @@ def search_rank(query: str) -> Case:
     return Case(When(exact, then=0), When(name, then=1), When(prefix, then=2), default=3, output_field=IntegerField())
 
 
+def customer_identified_by(customers: QuerySet[Customer], query: str) -> QuerySet[Customer]:
+    """The customers the query names exactly by an identifier (search rank 0): email (any case),
+    customer number, external id, or phone (any written form, as E.164). A few rows at most, each
+    found through a unique or b-tree index; annotated with `search_rank` like `customer_search`."""
+    query = (query or "").strip()
+    if not query or (len(query.split()) > 1 and not _PHONE_LIKE.match(query)):  # words: a name
+        return customers.none().annotate(search_rank=search_rank(query))
+    exact = Q(email_lower=query.lower()) | Q(customer_number=query.upper()) | Q(external_id=query)
+    if _PHONE_LIKE.match(query):
+        digits = re.sub(r"\D", "", query)
+        exact |= Q(phone__in={*_phone_forms(query)[1], "+" + digits})
+    matched = customers.alias(email_lower=Lower("email")).filter(exact)  # customer_email_ci_unique
+    return matched.annotate(search_rank=search_rank(query))
+
+
 def customer_search(customers: QuerySet[Customer], query: str) -> QuerySet[Customer]:
     """Partial name, email, phone (any written form), customer number, external id or postal code;
     every word must match. Annotated with `search_rank` (order by it to see the exact match first)."""
