@@ -249,3 +249,29 @@ def test_the_csv_file_is_written_in_blocks_with_progress_and_copys_count(staff, 
     assert bulk_export.write_csv_file(path, names, selection_sql, params, reported.append) == 4
     assert path.read_bytes() == streamed
     assert reported and reported == sorted(reported) and reported[-1] <= 5
+
+
+@pytest.mark.django_db
+def test_a_running_job_of_everyone_shows_the_planners_estimate_then_the_exact_count(staff, monkeypatch):
+    officer = staff(COMPLIANCE, "officer")
+    CustomerFactory.create_batch(3)
+    everyone = bulk_export.selection_of(Customer.objects.all())
+    assert everyone[0] == bulk_export.ALL_CUSTOMERS
+    assert bulk_export.selection_count(*everyone, estimate_everyone=True) == 3  # never analyzed: counted
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE customers_customer")
+        cursor.execute("UPDATE pg_class SET reltuples = 1000 WHERE oid = 'customers_customer'::regclass")
+    assert bulk_export.selection_count(*everyone, estimate_everyone=True) == 1000
+    assert bulk_export.selection_count(*everyone) == 3
+    totals = []
+    real_write = bulk_export.write_csv_file
+
+    def write(*args, **kwargs):
+        totals.append(CustomerExportJob.objects.get(pk=job.pk).rows_total)  # what the admin shows meanwhile
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(bulk_export, "write_csv_file", write)
+    job = _queued_job(officer)
+    bulk_export.export_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert totals == [1000] and job.status == "done" and job.rows_total == job.rows_done == 3
