@@ -194,30 +194,37 @@ def customer_membership_history(customer_id: UUID | str) -> QuerySet[SegmentMemb
     return SegmentMembership.objects.filter(customer_id=customer_id).select_related("segment")
 
 
+# Members of each segment (a = b) and of each pair (a < b): one self-join of the open memberships,
+# which PostgreSQL runs as a parallel hash join (a GROUP BY customer_id over all of them, 18 %
+# slower on a 100k/465k/413k trio, cannot use the second core).
+_OVERLAP_SQL = """
+SELECT a.segment_id, b.segment_id, count(*)
+FROM segments_segmentmembership a
+JOIN segments_segmentmembership b ON b.customer_id = a.customer_id AND a.segment_id <= b.segment_id
+WHERE a.left_at IS NULL AND b.left_at IS NULL AND a.segment_id = ANY(%s) AND b.segment_id = ANY(%s)
+GROUP BY a.segment_id, b.segment_id
+"""
+
+
 def segments_overlap(segment_ids: Iterable[UUID]) -> dict:
-    """Members of each segment and of each pair, in one pass over the current memberships."""
+    """Current members of each segment and of each pair, in one statement."""
     ids = list(dict.fromkeys(segment_ids))
     if not ids:
         return {"sizes": {}, "pairs": {}}
-    flags = ", ".join(f"bool_or(segment_id = %s) AS s{index}" for index in range(len(ids)))
-    counts = [f"count(*) FILTER (WHERE s{index})" for index in range(len(ids))]
-    pairs = [(i, j) for i in range(len(ids)) for j in range(i + 1, len(ids))]
-    counts += [f"count(*) FILTER (WHERE s{i} AND s{j})" for i, j in pairs]
-    sql = (
-        f"SELECT {', '.join(counts)} FROM ("  # noqa: S608 - only generated column names are interpolated
-        f"SELECT customer_id, {flags} FROM segments_segmentmembership "
-        "WHERE left_at IS NULL AND segment_id = ANY(%s) GROUP BY customer_id) AS per_customer"
-    )
     from segments.calculation import tune_transaction
 
     with transaction.atomic():
         tune_transaction()
         with connection.cursor() as cursor:
-            cursor.execute(sql, [*ids, ids])
-            row = cursor.fetchone()
-    sizes = {ids[index]: row[index] for index in range(len(ids))}
-    overlap = {(ids[i], ids[j]): row[len(ids) + n] for n, (i, j) in enumerate(pairs)}
-    return {"sizes": sizes, "pairs": overlap}
+            cursor.execute(_OVERLAP_SQL, [ids, ids])
+            counted = {frozenset((a, b)): n for a, b, n in cursor.fetchall()}
+    sizes = {segment_id: counted.get(frozenset((segment_id,)), 0) for segment_id in ids}
+    pairs = {
+        (ids[i], ids[j]): counted.get(frozenset((ids[i], ids[j])), 0)
+        for i in range(len(ids))
+        for j in range(i + 1, len(ids))
+    }
+    return {"sizes": sizes, "pairs": pairs}
 
 
 # ---------------------------------------------------------------- the dependency graph
