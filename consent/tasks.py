@@ -34,13 +34,19 @@ BEAT_SCHEDULE = {
 }
 
 
+# The sweeps: acknowledged once done, retried with backoff while PostgreSQL is unreachable.
+RETRIED_WHILE_THE_DATABASE_IS_DOWN = {
+    "acks_late": True,
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 600,
+    "max_retries": 5,
+}
+
+
 @shared_task(
     name=EXPIRE_CONSENTS,
-    acks_late=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    retry_backoff_max=600,
-    max_retries=5,
+    **RETRIED_WHILE_THE_DATABASE_IS_DOWN,
 )
 def expire_consents(batch_size: int = services.EXPIRY_BATCH_SIZE) -> int:
     """Expire every grant past its validity; running it twice changes nothing the second time."""
@@ -49,11 +55,7 @@ def expire_consents(batch_size: int = services.EXPIRY_BATCH_SIZE) -> int:
 
 @shared_task(
     name=RECORD_MISSING_STATES,
-    acks_late=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    retry_backoff_max=600,
-    max_retries=5,
+    **RETRIED_WHILE_THE_DATABASE_IS_DOWN,
 )
 def record_missing_states(purpose_id: str | None = None) -> int:
     """An explicit state (not_requested) for every customer without one, for one purpose or all."""

@@ -154,12 +154,11 @@ def customer_identified_by(customers: QuerySet[Customer], query: str) -> QuerySe
     query = (query or "").strip()
     if not query or (len(query.split()) > 1 and not _PHONE_LIKE.match(query)):  # words: a name
         return customers.none().annotate(search_rank=search_rank(query))
-    exact = Q(email_lower=query.lower()) | Q(customer_number=query.upper()) | Q(external_id=query)
+    exact = Q(email_lower=Lower(Value(query))) | Q(customer_number=query.upper()) | Q(external_id=query)
     if _PHONE_LIKE.match(query):
         digits = re.sub(r"\D", "", query)
         exact |= Q(phone__in={*_phone_forms(query)[1], "+" + digits})
-    matched = customers.alias(email_lower=Lower("email")).filter(exact)  # customer_email_ci_unique
-    return matched.annotate(search_rank=search_rank(query))
+    return _with_email_lower(customers).filter(exact).annotate(search_rank=search_rank(query))
 
 
 def customer_search(customers: QuerySet[Customer], query: str) -> QuerySet[Customer]:
@@ -177,7 +176,12 @@ def customer_search(customers: QuerySet[Customer], query: str) -> QuerySet[Custo
 def with_email(customers: QuerySet[Customer], email: str) -> QuerySet[Customer]:
     """Customers whose email is `email` in any letter case, through the unique lower(email) index
     (`email__iexact` compiles to UPPER(), which only the trigram index serves: 7 ms instead of 0.1)."""
-    return customers.alias(email_lower=Lower("email")).filter(email_lower=Lower(Value(email)))
+    return _with_email_lower(customers).filter(email_lower=Lower(Value(email)))
+
+
+def _with_email_lower(customers: QuerySet[Customer]) -> QuerySet[Customer]:
+    """`email_lower` to filter on: the expression of the unique customer_email_ci_unique index."""
+    return customers.alias(email_lower=Lower("email"))
 
 
 def _open_orders():
