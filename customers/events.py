@@ -199,7 +199,9 @@ class EventContractError(RuntimeError):
 class RowEvents:
     """One `event_type` event per row of `rows` (a CTE or table of the statement, aliased `r`).
 
-    `subject` is SQL over `r` without parameters (the customer id), `data` SQL over `r` giving the
+    `subject` is SQL over `r` without parameters (the id of an existing customer: its timeline entry
+    is written without looking the customer up, which on a big statement cost a hash join over every
+    customer; the activity's foreign key still refuses an unknown one), `data` SQL over `r` giving the
     payload as jsonb (its parameters, then those of `restricted`, in `params`).
     `restricted` is SQL over `r` saying whether the customer's processing is restricted (their event
     then carries identifiers only, as `record_many` does); None looks it up in customers_customer.
@@ -278,10 +280,9 @@ def _row_events_sql(index: int, spec: RowEvents, *, now, metadata: str) -> tuple
     {name}_timeline AS (
         INSERT INTO customers_customeractivity
             (customer_id, type, occurred_at, source, summary, data, event_id, created_at)
-        SELECT c.id, %s, o.occurred_at, o.source, left({summary}, 300), d, o.event_id, now()
+        SELECT o.subject::uuid, %s, o.occurred_at, o.source, left({summary}, 300), d, o.event_id, now()
         FROM {name} o
         CROSS JOIN LATERAL (SELECT o.data - %s::text[] AS d) AS kept
-        JOIN customers_customer c ON c.id = o.subject::uuid
         ON CONFLICT (event_id) DO NOTHING
     )"""  # noqa: S608 - as above
         params += [activity_type, personal]
