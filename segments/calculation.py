@@ -65,21 +65,34 @@ def _removed_events(rows: str, *, segment, reason: str, now: datetime) -> RowEve
     )
 
 
-def apply_full_recalculation(*, segment, members_sql: str, members_params: list, now: datetime, actor) -> Diff:
+def apply_full_recalculation(
+    *, segment, members_sql: str, members_params: list, now: datetime, actor, among: list | None = None
+) -> Diff:
     """Make the open memberships of `segment` exactly the rows of `members_sql` (columns: id, score).
 
     Joined rows are opened, left rows closed (`left_at`), the score of staying members updated;
     events for every joined and left member go to the outbox in the same statement.
 
+    `among` (customer ids) limits the diff to those customers (a batch of incremental evaluations;
+    `members_sql` then selects among them only). Such a batch runs beside other evaluations of the
+    same customers, so a membership another transaction opened or closed meanwhile is left as it
+    is and not announced twice; a full recalculation holds the segment exclusively and needs neither
+    guard (nor pays for them).
+
     The plan must not depend on fresh statistics (a new segment's rows are unknown to them): the
     diff is one FULL JOIN (hash or merge, never a nested loop) and the rows to close are found
     by primary key, so a wrong row estimate cannot turn the statement quadratic.
     """
+    guarded = among is not None
+    among_only = "AND customer_id = ANY(%s::uuid[])" if guarded else ""
+    still_open = "AND m.left_at IS NULL" if guarded else ""
+    unless_opened = "ON CONFLICT (segment_id, customer_id) WHERE left_at IS NULL DO NOTHING" if guarded else ""
+    current_params = [segment.id, [str(item) for item in among]] if guarded else [segment.id]
     ctes = f"""
     target AS MATERIALIZED ({members_sql}),
     current_members AS MATERIALIZED (
         SELECT id AS membership_id, customer_id, score
-        FROM segments_segmentmembership WHERE segment_id = %s AND left_at IS NULL
+        FROM segments_segmentmembership WHERE segment_id = %s AND left_at IS NULL {among_only}
     ),
     diff AS MATERIALIZED (
         SELECT c.membership_id, COALESCE(t.id, c.customer_id) AS customer_id, t.score AS new_score,
@@ -89,7 +102,7 @@ def apply_full_recalculation(*, segment, members_sql: str, members_params: list,
     ),
     closed AS (
         UPDATE segments_segmentmembership AS m SET left_at = %s
-        WHERE m.id = ANY(ARRAY(SELECT membership_id FROM diff WHERE leaving))
+        WHERE m.id = ANY(ARRAY(SELECT membership_id FROM diff WHERE leaving)) {still_open}
         RETURNING m.customer_id, m.source
     ),
     opened AS (
@@ -97,17 +110,18 @@ def apply_full_recalculation(*, segment, members_sql: str, members_params: list,
         SELECT d.customer_id, %s, %s, NULL, d.new_score, 'rule', ''
         FROM diff d WHERE d.joining
         ORDER BY d.customer_id  -- index order: the new index entries land next to each other
+        {unless_opened}
         RETURNING customer_id, score
     ),
     rescored AS (
         UPDATE segments_segmentmembership AS m SET score = d.new_score
         FROM diff d
-        WHERE NOT d.leaving AND NOT d.joining AND m.id = d.membership_id
+        WHERE NOT d.leaving AND NOT d.joining AND m.id = d.membership_id {still_open}
         RETURNING 1
     )"""  # noqa: S608 - the member query is compiled by Django, values are parameters
     joined, left, rescored, member_count = events.record_from_rows(
         ctes=ctes,
-        params=[*members_params, segment.id, now, segment.id, now],
+        params=[*members_params, *current_params, now, segment.id, now],
         events=[
             # The members are eligible customers (the compiled rules say so): none is restricted.
             _assigned_events("opened", segment=segment, source="rule", now=now, restricted="false"),

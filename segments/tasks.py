@@ -47,8 +47,17 @@ def evaluate_customer(customer_id: str) -> None:
     max_retries=5,
 )
 def evaluate_customers(customer_ids: list[str]) -> None:
-    """Re-evaluate the dynamic segments and tier of each customer of a batch (each in its own
-    transaction). A retry runs the whole batch again: an evaluation already applied changes nothing."""
+    """Re-evaluate the dynamic segments and tier of the customers of a batch, set-based in one
+    transaction; if that fails for a reason other than the connection, each customer in a
+    transaction of its own, so one customer's bad data does not keep the others from being
+    evaluated. A retry runs the whole batch again: an evaluation already applied changes nothing."""
+    try:
+        services.customers_segments_evaluate(actor=SYSTEM, customer_ids=customer_ids)
+        return
+    except TRANSIENT:
+        raise
+    except Exception:
+        logger.exception("set-based segment evaluation of %d customer(s) failed: one by one", len(customer_ids))
     failed = 0
     for customer_id in customer_ids:
         try:
