@@ -1,5 +1,6 @@
 """The inbound consumer against the real brokers (each test runs on Redis and on RabbitMQ)."""
 
+import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -129,6 +130,9 @@ def test_consume_events_command(events_settings, broker_url, names):
         "occurred_at": T0.isoformat(),
     }
     publish_inbound(broker_url, names.inbound_exchange, [envelope("loyalty.points.earned.v1", body)])
-    out = open("/dev/null", "w")  # noqa: SIM115
-    call_command("consume_events", "--idle-seconds", "1", "--max-seconds", "20", stdout=out)
+    out = io.StringIO()
+    call_command(
+        "consume_events", "--idle-seconds", "1", "--max-seconds", "20", "--workers", "3", "--prefetch", "50", stdout=out
+    )
     assert Customer.objects.get(pk=customer.pk).loyalty_points == 25
+    assert "3 apply worker(s), prefetch 50" in out.getvalue() and "applied 1" in out.getvalue()

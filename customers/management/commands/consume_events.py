@@ -7,7 +7,7 @@ import threading
 from django.core.management.base import BaseCommand
 
 from customers.messaging import inbound
-from customers.messaging.consumer import InboundConsumer
+from customers.messaging.consumer import APPLY_WORKERS, InboundConsumer
 
 
 class Command(BaseCommand):
@@ -22,6 +22,19 @@ class Command(BaseCommand):
         )
         parser.add_argument("--batch-size", type=int, default=None)
         parser.add_argument("--batch-wait-ms", type=int, default=None)
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=APPLY_WORKERS,
+            help=f"Batches applied at once, each on its own database connection (default {APPLY_WORKERS})",
+        )
+        parser.add_argument(
+            "--prefetch",
+            type=int,
+            default=None,
+            help="RabbitMQ: unacknowledged messages sent ahead (default: enough "
+            "for every batch in flight and two more)",
+        )
         parser.add_argument("--idle-seconds", type=float, default=None, help="Exit after this long without messages")
         parser.add_argument("--max-seconds", type=float, default=None, help="Exit after this long")
 
@@ -37,8 +50,13 @@ class Command(BaseCommand):
             routing_keys=options["routing_keys"] or inbound.HANDLED_TYPES,
             batch_size=options["batch_size"],
             batch_wait_ms=options["batch_wait_ms"],
+            workers=options["workers"],
+            prefetch=options["prefetch"],
         )
-        self.stdout.write(f"consumer: reading {consumer.queue.name}")
+        self.stdout.write(
+            f"consumer: reading {consumer.queue.name} in batches of {consumer.batch_size}, "
+            f"{consumer.workers} apply worker(s), prefetch {consumer.prefetch}"
+        )
         stats = consumer.run(stop, idle_seconds=options["idle_seconds"], max_seconds=options["max_seconds"])
         self.stdout.write(
             f"consumer: stopped; received {stats.received}, applied {stats.applied}, "
