@@ -220,12 +220,11 @@ def customer_create(*, actor: Actor, preferences: dict[str, Any] | None = None, 
     _check_business_fields(customer)
     customer.profile_completeness = _profile_completeness(customer)
     stamp(customer, actor, "created")
-    _save_guarding_uniques(customer)
-    customer.refresh_from_db(fields=["customer_number"])
+    _save_guarding_uniques(customer)  # the INSERT returns the customer number the database gave
 
     prefs = CustomerPreferences(customer=customer, updated_at=now, **cleaned_preferences)
     stamp(prefs, actor, "created")
-    prefs.save()
+    prefs.save(force_insert=True)  # its key is the new customer's: no UPDATE to try first
 
     events.record(event_type=events.CUSTOMER_CREATED, subject=customer.id, data=_created_payload(customer), actor=actor)
     duplicates_detect(customer_id=customer.id)
