@@ -1,23 +1,20 @@
 """The consent admin in a real browser (Playwright driving Debian's chromium), as compliance uses it.
 
-Playwright's sync API runs in a thread of its own (as in tests/addresses): the session-scoped
-browser of tests/e2e may keep an event loop running in the main thread. Database checks run in
-the main thread once the browser is done.
+Playwright's sync API runs in a thread of its own (`tests.e2e.browser.in_a_browser`); database
+checks run in the main thread once the browser is done.
 """
 
 import csv
 import io
 import os
-import threading
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
-from django.db import connection
 
 from customers.roles import COMPLIANCE
 from tests.consent.conftest import change
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, LAUNCH_ARGS
+from tests.e2e.browser import in_a_browser, screenshot
 from tests.factories import CustomerFactory
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -26,46 +23,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
     pytest.mark.usefixtures("migrated_data_restored"),
 ]
-
-
-def in_a_browser(live_server, username, scenario) -> None:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is not installed: apt-get install chromium (the CI script does)")
-    failures = []
-
-    def run():
-        try:
-            with playwright_api.sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-                try:
-                    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-                    page = context.new_page()
-                    page.set_default_timeout(15000)
-                    page.goto(f"{live_server.url}/admin/login/")
-                    page.fill("#id_username", username)
-                    page.fill("#id_password", "e2e-password")
-                    page.click("input[type=submit]")
-                    page.wait_for_selector("#user-tools")
-                    scenario(page, live_server.url)
-                finally:
-                    browser.close()
-        except BaseException as error:  # handed to the test's thread below
-            failures.append(error)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(timeout=180)
-    assert not thread.is_alive(), "the browser scenario did not finish"
-    if failures:
-        raise failures[0]
-
-
-def screenshot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture
@@ -83,7 +40,7 @@ def test_compliance_sees_the_consent_on_the_customer_page_and_exports_it_for_an_
     CustomerFactory(email="bob@example.com", first_name="Bob", last_name="Roe")
     seen = {}
 
-    def scenario(page, url):
+    def scenario(page, url, found):
         page.goto(f"{url}/admin/customers/customer/{ann.pk}/change/")
         seen["state"] = page.locator("#consent_states-group").inner_text()
         page.locator("#consent_records-group summary").first.click()  # the full record is folded away

@@ -1,18 +1,14 @@
 """The back-office in a real browser: a rep's day with one customer, and a compliance officer's export.
 
-Like tests/addresses/test_admin_browser.py, each scenario runs Playwright's sync API in a thread of
-its own, so the main thread's database connection (and its serialized snapshot for the next
-transactional test) is never swapped by Playwright's event loop. Database checks run in the main
-thread once the browser is done.
+Each scenario runs Playwright's sync API in a thread of its own (`tests.e2e.browser`); database
+checks run in the main thread once the browser is done.
 """
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
-from django.db import connection
 
 from addresses.models import Address
 from customers.actor import Actor
@@ -21,7 +17,7 @@ from customers.roles import COMPLIANCE, CUSTOMER_SERVICE
 from privacy import services as privacy_services
 from tests.addresses.conftest import migrated_data_restored  # noqa: F401  (module fixture)
 from tests.addresses.factories import make_address
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, LAUNCH_ARGS
+from tests.e2e.browser import in_a_browser, screenshot
 from tests.factories import CustomerFactory
 
 pytestmark = [
@@ -29,48 +25,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
     pytest.mark.usefixtures("migrated_data_restored"),
 ]
-
-
-def in_a_browser(live_server, username, scenario) -> dict:
-    """Log in as `username`, run `scenario(page, url, found)` in chromium in its own thread; returns `found`."""
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is not installed: apt-get install chromium (the CI script does)")
-    failures, found = [], {}
-
-    def run():
-        try:
-            with playwright_api.sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-                try:
-                    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-                    page = context.new_page()
-                    page.set_default_timeout(15000)
-                    page.goto(f"{live_server.url}/admin/login/")
-                    page.fill("#id_username", username)
-                    page.fill("#id_password", "e2e-password")
-                    page.click("input[type=submit]")
-                    page.wait_for_selector("#user-tools")
-                    scenario(page, live_server.url, found)
-                finally:
-                    browser.close()
-        except BaseException as error:  # handed to the test's thread below
-            failures.append(error)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(timeout=240)
-    assert not thread.is_alive(), "the browser scenario did not finish"
-    if failures:
-        raise failures[0]
-    return found
-
-
-def screenshot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def _staff(django_user_model, username, group):

@@ -21,7 +21,8 @@ from customers import bulk_export
 from customers.models import AccessLog, Customer, CustomerExportJob, ExportJobStatus
 from customers.roles import COMPLIANCE
 from tests.addresses.conftest import migrated_data_restored  # noqa: F401  (module fixture)
-from tests.e2e.test_backoffice_flow import _staff, in_a_browser, screenshot
+from tests.e2e.browser import in_a_browser, screenshot
+from tests.e2e.test_backoffice_flow import _staff
 from tests.factories import CustomerFactory
 
 pytestmark = [

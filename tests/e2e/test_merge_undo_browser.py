@@ -8,7 +8,8 @@ from customers.actor import Actor
 from customers.models import Customer, CustomerMerge, CustomerNote
 from customers.roles import CUSTOMER_SERVICE
 from tests.addresses.conftest import migrated_data_restored  # noqa: F401  (module fixture)
-from tests.e2e.test_backoffice_flow import _staff, in_a_browser, screenshot
+from tests.e2e.browser import in_a_browser, screenshot
+from tests.e2e.test_backoffice_flow import _staff
 from tests.factories import CustomerFactory
 
 pytestmark = [

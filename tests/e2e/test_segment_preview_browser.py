@@ -7,7 +7,8 @@ import pytest
 
 from customers.roles import MARKETING
 from tests.addresses.conftest import migrated_data_restored  # noqa: F401  (module fixture)
-from tests.e2e.test_backoffice_flow import _staff, in_a_browser, screenshot
+from tests.e2e.browser import in_a_browser, screenshot
+from tests.e2e.test_backoffice_flow import _staff
 from tests.segments.conftest import make_customer
 
 pytestmark = [
