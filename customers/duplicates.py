@@ -14,7 +14,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import CharField, Q, Value
 from django.utils import timezone
 
 from customers.actor import Actor
@@ -49,19 +49,20 @@ def canonical_email(email: str) -> str:
 
 
 def _candidates(customer: Customer, reasons: set[str]) -> dict[UUID, set[str]]:
+    """Other customers that look like this one, by reason: one query for all signals (a UNION ALL
+    of each signal's own capped lookup, so each still goes through its index)."""
     others = Customer.objects.exclude(pk=customer.pk).exclude(status__in=_GONE)
-    found: dict[UUID, set[str]] = {}
+    signals = []
 
-    def add(ids, reason):
-        for other_id in ids:
-            found.setdefault(other_id, set()).add(reason)
+    def signal(matching, reason: str) -> None:
+        tagged = matching.annotate(reason=Value(reason, output_field=CharField())).values_list("pk", "reason")
+        signals.append(tagged[:MAX_MATCHES_PER_SIGNAL])
 
     if DuplicateReason.PHONE in reasons and customer.phone:
-        add(others.filter(phone=customer.phone).values_list("pk", flat=True)[:MAX_MATCHES_PER_SIGNAL], "phone")
+        signal(others.filter(phone=customer.phone), DuplicateReason.PHONE)
     if DuplicateReason.EMAIL in reasons and customer.email:
         key = canonical_email(customer.email)
-        same_mailbox = others.annotate(mailbox=CanonicalEmail("email")).filter(mailbox=key)
-        add(same_mailbox.values_list("pk", flat=True)[:MAX_MATCHES_PER_SIGNAL], "email")
+        signal(others.annotate(mailbox=CanonicalEmail("email")).filter(mailbox=key), DuplicateReason.EMAIL)
     lookup = address_lookup()
     if (
         DuplicateReason.NAME_POSTAL_CODE in reasons
@@ -75,16 +76,31 @@ def _candidates(customer: Customer, reasons: set[str]) -> dict[UUID, set[str]]:
                 Q(first_name__iexact=customer.first_name) & Q(last_name__iexact=customer.last_name),
                 pk__in=lookup.customers_at(codes),
             )
-            add(same_name.values_list("pk", flat=True)[:MAX_MATCHES_PER_SIGNAL], DuplicateReason.NAME_POSTAL_CODE)
+            signal(same_name, DuplicateReason.NAME_POSTAL_CODE)
+    found: dict[UUID, set[str]] = {}
+    if not signals:
+        return found
+    matches = signals[0].union(*signals[1:], all=True) if len(signals) > 1 else signals[0]
+    for other_id, reason in matches:
+        found.setdefault(other_id, set()).add(str(reason))
     return found
 
 
-def duplicates_detect(*, customer_id: UUID | str, reasons: set[str] | None = None) -> list[DuplicateCandidate]:
+# What a customer created a moment ago can match: no address of theirs exists yet for the name and
+# postal code signal to find.
+ON_CREATE = frozenset({DuplicateReason.PHONE, DuplicateReason.EMAIL})
+
+
+def duplicates_detect(
+    *, customer_id: UUID | str | None = None, customer: Customer | None = None, reasons: set[str] | None = None
+) -> list[DuplicateCandidate]:
     """Record (or add reasons to) a candidate for every customer that looks like this one.
 
-    Runs in the caller's transaction. A pair a rep dismissed stays dismissed.
+    Runs in the caller's transaction. A pair a rep dismissed stays dismissed. A service that has just
+    saved the customer passes its instance (`customer`) instead of the id: it is not read again.
     """
-    customer = Customer.objects.filter(pk=customer_id).first()
+    if customer is None:
+        customer = Customer.objects.filter(pk=customer_id).first()
     if customer is None or customer.status in _GONE:
         return []
     found = _candidates(customer, set(reasons or DuplicateReason.values))

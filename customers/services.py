@@ -12,7 +12,7 @@ from django.utils import timezone
 from customers import events, selectors
 from customers.actor import SCOPE_ADMIN, Actor
 from customers.cache import invalidate_customer_on_commit, invalidate_customers_on_commit
-from customers.duplicates import WATCHED_FIELDS, duplicates_detect
+from customers.duplicates import ON_CREATE, WATCHED_FIELDS, duplicates_detect
 from customers.errors import (
     CustomerNotFound,
     EmailAlreadyExists,
@@ -227,7 +227,7 @@ def customer_create(*, actor: Actor, preferences: dict[str, Any] | None = None, 
     prefs.save(force_insert=True)  # its key is the new customer's: no UPDATE to try first
 
     events.record(event_type=events.CUSTOMER_CREATED, subject=customer.id, data=_created_payload(customer), actor=actor)
-    duplicates_detect(customer_id=customer.id)
+    duplicates_detect(customer=customer, reasons=ON_CREATE)
     return customer
 
 
@@ -302,7 +302,7 @@ def customer_update(
         actor=actor,
     )
     if WATCHED_FIELDS.intersection(changed):
-        duplicates_detect(customer_id=customer.id)
+        duplicates_detect(customer=customer)
     invalidate_customer_on_commit(customer.id)
     return customer
 
