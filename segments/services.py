@@ -1079,9 +1079,11 @@ def tiers_recalculate(*, actor: Actor, customer_ids: list | None = None) -> int:
         eligible = eligible.filter(pk__in=customer_ids)
     eligible_sql, eligible_params = eligible.values("id", *METRIC_COLUMNS).query.sql_with_params()
     now = timezone.now()
-    only_these, previous_params = "", []
+    only_these, previous_params, in_lock_order = "", [], ""
     if customer_ids is not None:
         only_these, previous_params = "WHERE customer_id = ANY(%s::uuid[])", [[str(item) for item in customer_ids]]
+        # Batches of evaluations run side by side: rows locked in one order never deadlock.
+        in_lock_order = "ORDER BY customer_id"
     ctes = f"""
     computed AS MATERIALIZED (
         SELECT c.id AS customer_id, {tier_sql} AS tier, {quals_sql} AS qualifications
@@ -1090,7 +1092,7 @@ def tiers_recalculate(*, actor: Actor, customer_ids: list | None = None) -> int:
     previous AS MATERIALIZED (SELECT customer_id, tier FROM segments_customertier {only_these}),
     upserted AS (
         INSERT INTO segments_customertier AS t (customer_id, tier, reached_at, qualifications, evaluated_at)
-        SELECT customer_id, tier, %s, qualifications, %s FROM computed
+        SELECT customer_id, tier, %s, qualifications, %s FROM computed {in_lock_order}
         ON CONFLICT (customer_id) DO UPDATE SET
             tier = EXCLUDED.tier,
             qualifications = EXCLUDED.qualifications,
