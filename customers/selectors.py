@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from uuid import UUID
 
 import phonenumbers
@@ -57,6 +60,31 @@ def customers_visible_to(actor: Actor) -> QuerySet[Customer]:
     if actor.customer_id is not None:
         customers = customers.filter(pk=actor.customer_id)
     return customers
+
+
+# The customer `customer_create` is registering, while the subscribers to its `customer.created.v1`
+# run in its transaction: they are handed the instance it has just saved instead of reading it back.
+_registering: ContextVar[Customer | None] = ContextVar("customer_registering", default=None)
+
+
+@contextmanager
+def registering(customer: Customer) -> Iterator[None]:
+    """For `customer_create` only: while its created event is recorded, `registered_customer` is this
+    instance, as saved (with its `preferences`)."""
+    token = _registering.set(customer)
+    try:
+        yield
+    finally:
+        _registering.reset(token)
+
+
+def registered_customer(customer_id: UUID | str) -> Customer:
+    """For subscribers to `customer.created.v1`: the new customer with its preferences, as the
+    registration saved them a moment ago in this transaction (read from the database outside it)."""
+    customer = _registering.get()
+    if customer is not None and str(customer.pk) == str(customer_id):
+        return customer
+    return Customer.objects.select_related("preferences").get(pk=customer_id)
 
 
 def customer_get(*, actor: Actor, customer_id: UUID | str, queryset: QuerySet[Customer] | None = None) -> Customer:

@@ -226,7 +226,10 @@ def customer_create(*, actor: Actor, preferences: dict[str, Any] | None = None, 
     stamp(prefs, actor, "created")
     prefs.save(force_insert=True)  # its key is the new customer's: no UPDATE to try first
 
-    events.record(event_type=events.CUSTOMER_CREATED, subject=customer.id, data=_created_payload(customer), actor=actor)
+    with selectors.registering(customer):  # its subscribers (consent) are handed this instance, not a reload
+        events.record(
+            event_type=events.CUSTOMER_CREATED, subject=customer.id, data=_created_payload(customer), actor=actor
+        )
     duplicates_detect(customer=customer, reasons=ON_CREATE)
     return customer
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from consent import selectors
@@ -52,7 +53,7 @@ def on_customer_created(*, event, actor: Actor | None) -> None:
     """
     actor = actor or SYSTEM_ACTOR
     customer_id = UUID(event.subject)
-    customer = customer_selectors.customers_visible_to(SYSTEM_ACTOR).select_related("preferences").get(pk=customer_id)
+    customer = customer_selectors.registered_customer(customer_id)  # as customer_create saved it, not reloaded
     prefs = getattr(customer, "preferences", None)
     now = timezone.now()
     # Registered through the API: the customer's IP and user agent (a service registering on the
@@ -65,11 +66,12 @@ def on_customer_created(*, event, actor: Actor | None) -> None:
         reason="Choice recorded at registration by staff in the admin" if actor.kind == "staff" else "",
     )
     versions = selectors.current_policy_versions(at=now)
-    existing = set(ConsentState.objects.filter(customer_id=customer_id).values_list("purpose_id", flat=True))
+    # Whether the customer already has a state for the purpose, in the same query as the purposes.
+    already = ConsentState.objects.filter(customer_id=customer_id, purpose_id=OuterRef("pk"))
     pairs = []
-    for purpose in selectors.purposes():
+    for purpose in selectors.purposes().annotate(already_recorded=Exists(already)):
         version = versions.get(purpose.id)
-        if version is None or purpose.id in existing:
+        if version is None or purpose.already_recorded:
             if version is None:
                 logger.warning("consent purpose %s has no policy version in effect: not recorded", purpose.code)
             continue
