@@ -442,7 +442,12 @@ class CustomerViewSet(
         data = dict(payload.validated_data)
         preferences = data.pop("preferences", None)
         customer = services.customer_create(actor=request.auth, preferences=preferences, **data)
-        response = self._respond_with(customer.pk, status.HTTP_201_CREATED)
+        if _json_as_stored(customer):
+            # The instance the service saved is what was stored (the INSERT returned the customer number):
+            # shown as it is, not read back.
+            response = Response(customer_representations([customer])[0], status=status.HTTP_201_CREATED)
+        else:
+            response = self._respond_with(customer.pk, status.HTTP_201_CREATED)
         response["Location"] = f"/api/v1/customers/{customer.pk}"
         return response
 
@@ -540,6 +545,13 @@ class CustomerViewSet(
         payload.is_valid(raise_exception=True)
         services.customer_change_status(actor=request.auth, customer_id=customer.pk, **payload.validated_data)
         return self._respond_with(customer.pk)
+
+
+def _json_as_stored(customer: Customer) -> bool:
+    """Whether the customer's JSON fields read back exactly as they are in memory: jsonb hands an object
+    back with its keys in its own order and its numbers in its own form, so only empty ones do."""
+    prefs = _preferences_of(customer)
+    return not (customer.metadata or customer.custom_attributes or (prefs is not None and prefs.custom))
 
 
 def _if_match(request) -> int | None:

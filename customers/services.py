@@ -139,10 +139,14 @@ def _check_business_fields(customer: Customer) -> None:
         )
 
 
-def _save_guarding_uniques(instance: Customer) -> None:
-    """Save, turning a lost race on a unique column into the same error the pre-check gives."""
+def _save_guarding_uniques(instance: Customer, *, savepoint: bool = True) -> None:
+    """Save, turning a lost race on a unique column into the same error the pre-check gives.
+
+    `savepoint=False` for a caller whose own atomic block holds nothing written before the save: the
+    error leaves that block, which rolls back on its own (to its savepoint when nested).
+    """
     try:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=savepoint):
             instance.save()
     except IntegrityError as error:
         message = str(error)
@@ -220,7 +224,9 @@ def customer_create(*, actor: Actor, preferences: dict[str, Any] | None = None, 
     _check_business_fields(customer)
     customer.profile_completeness = _profile_completeness(customer)
     stamp(customer, actor, "created")
-    _save_guarding_uniques(customer)  # the INSERT returns the customer number the database gave
+    # Its first write: a lost race rolls customer_create's own block back, no savepoint needed. The
+    # INSERT returns the customer number the database gave.
+    _save_guarding_uniques(customer, savepoint=False)
 
     prefs = CustomerPreferences(customer=customer, updated_at=now, **cleaned_preferences)
     stamp(prefs, actor, "created")

@@ -57,6 +57,65 @@ class TestCreate:
         }
         assert body["profile_completeness"] == 83  # 5 of 6 core fields (gender unknown)
 
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            {
+                "email": " Ann.Lee@Example.COM",
+                "first_name": " Ann ",
+                "last_name": "Lee",
+                "phone": "+1 415-555-2671",
+                "date_of_birth": "1990-02-03",
+                "customer_type": "business",
+                "company_name": "ACME",
+                "registration_source": "mobile",
+                "external_id": " L-7 ",
+                "tags": ["vip", "vip", "newsletter"],
+                "email_verified": True,
+                "registered_at": "2024-05-06T07:08:09.123456+02:00",
+                "preferences": {
+                    "language": "pt-br",
+                    "currency": "brl",
+                    "timezone": "Europe/Lisbon",
+                    "communication": {"email": True, "sms": True},
+                    "privacy": {"personalization": True},
+                    "theme": "dark",
+                },
+            },
+            # JSON that jsonb gives back in another key order and number form: the create reads it back.
+            {"email": "j@example.com", "metadata": {"b": 1, "a": [1e20, {"z": 1, "y": 2}]}, "custom_attributes": {}},
+        ],
+        ids=["answered-from-the-saved-instance", "read-back-for-its-json"],
+    )
+    def test_the_response_is_the_customer_as_a_read_shows_it(self, api, payload):
+        response = api.post(URL, payload, format="json")
+        assert response.status_code == 201, response.content
+        assert api.get(response["Location"]).content == response.content  # byte for byte
+
+    def test_a_create_reads_nothing_it_wrote(self, api, django_assert_max_num_queries):
+        """Guards the reloads removed from a create. Its statements: the email pre-check; the customer
+        (RETURNING its number) and preferences with their history rows; the event (lock, outbox row,
+        timeline entry); consent (purposes with whether recorded, versions, records, states); one
+        query for duplicates; the representation's addresses, tier and opt-ins. 16, and here the savepoint
+        of customer_create's atomic block inside the test's transaction (BEGIN and COMMIT outside one)."""
+        payload = {"email": "q@example.com", "first_name": "Ann", "last_name": "Lee", "phone": "+14155552671"}
+        with django_assert_max_num_queries(18):
+            response = api.post(URL, payload, format="json")
+        assert response.status_code == 201, response.content
+
+    def test_an_email_taken_since_the_pre_check_is_409_and_writes_nothing(self, api, monkeypatch):
+        """The unique index catches the race the pre-check loses; the enclosing transaction goes on."""
+        from customers import services
+
+        CustomerFactory(email="race@example.com")
+        events_before, customers_before = OutboxEvent.objects.count(), Customer.objects.count()
+        monkeypatch.setattr(services, "_email_taken", lambda email, excluding=None: False)
+        response = api.post(URL, {"email": "Race@example.com"}, format="json")
+        assert response.status_code == 409
+        assert problem_code(response) == "EMAIL_ALREADY_EXISTS"
+        assert (OutboxEvent.objects.count(), Customer.objects.count()) == (events_before, customers_before)
+        assert api.post(URL, {"email": "next@example.com"}, format="json").status_code == 201
+
     def test_customer_numbers_come_from_a_sequence(self, api):
         first = api.post(URL, {"email": "a@example.com"}, format="json").json()["customer_number"]
         second = api.post(URL, {"email": "b@example.com"}, format="json").json()["customer_number"]
