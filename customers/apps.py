@@ -9,6 +9,7 @@ class CustomersConfig(AppConfig):
         from customers import history, roles, schema  # noqa: F401  (schema registers an extension)
 
         history.connect_actor_stamping()
+        history.reuse_history_manager_classes()
         roles.connect_administrator_sync()
 
         from customers import activity

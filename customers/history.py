@@ -1,6 +1,9 @@
 """Who changed what: every historical row carries the acting staff user or token subject."""
 
+import functools
+
 from django.db import models
+from simple_history.models import HistoryDescriptor
 from simple_history.signals import pre_create_historical_record
 
 from customers.actor import Actor
@@ -32,3 +35,19 @@ def _fill_actor(sender, instance, history_instance, **kwargs) -> None:
 
 def connect_actor_stamping() -> None:
     pre_create_historical_record.connect(_fill_actor, dispatch_uid="customers.history.fill_actor")
+
+
+@functools.cache
+def _history_manager_class(manager_class: type, queryset_class: type) -> type:
+    return manager_class.from_queryset(queryset_class)
+
+
+def _history_manager(descriptor: HistoryDescriptor, instance, owner):
+    return _history_manager_class(descriptor.manager_class, descriptor.queryset_class)(descriptor.model, instance)
+
+
+def reuse_history_manager_classes() -> None:
+    """`instance.history` (read on every save that writes a history row) with its manager class made
+    once per process: simple-history's descriptor makes a new one on each access, through
+    `Manager.from_queryset`, an `inspect.getmembers` of the queryset class (0.3 ms a save)."""
+    HistoryDescriptor.__get__ = _history_manager

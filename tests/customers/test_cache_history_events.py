@@ -165,3 +165,10 @@ class TestHistory:
         customer = services.customer_create(actor=Actor.for_staff(user), email="a@example.com")
         row = Customer.history.get(id=customer.pk)
         assert row.history_user == user and row.history_actor == "staff:rep1"
+
+    def test_history_managers_are_made_once_per_process(self):
+        customer = services.customer_create(actor=Actor.system("tests"), email="a@example.com")
+        again = Customer.objects.get(pk=customer.pk)
+        assert type(customer.history) is type(again.history) is type(Customer.history)
+        assert [row.history_type for row in again.history.all()] == ["+"]  # bound to its instance
+        assert customer.preferences.history.get().history_actor == "system:tests"
