@@ -23,10 +23,9 @@ def test_every_combination_of_memberships_is_counted_and_left_ones_are_not():
 
     counts = selectors.segments_overlap([segment.pk for segment in segments])
 
+    open_memberships = SegmentMembership.objects.filter(left_at__isnull=True)
     current = {
-        segment.pk: set(
-            SegmentMembership.objects.filter(segment=segment, left_at__isnull=True).values_list("customer_id", flat=True)
-        )
+        segment.pk: set(open_memberships.filter(segment=segment).values_list("customer_id", flat=True))
         for segment in segments
     }
     assert counts["sizes"] == {pk: len(held) for pk, held in current.items()}
