@@ -199,9 +199,9 @@ class EventContractError(RuntimeError):
 class RowEvents:
     """One `event_type` event per row of `rows` (a CTE or table of the statement, aliased `r`).
 
-    `subject` is SQL over `r` without parameters (the id of an existing customer: its timeline entry
-    is written without looking the customer up, which on a big statement cost a hash join over every
-    customer; the activity's foreign key still refuses an unknown one), `data` SQL over `r` giving the
+    `subject` is SQL over `r` without parameters: the id of an existing customer, which the caller
+    vouches for (its timeline entry is written without looking the customer up, which on a big
+    statement cost a hash join over every customer), `data` SQL over `r` giving the
     payload as jsonb (its parameters, then those of `restricted`, in `params`).
     `restricted` is SQL over `r` saying whether the customer's processing is restricted (their event
     then carries identifiers only, as `record_many` does); None looks it up in customers_customer.

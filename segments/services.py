@@ -830,9 +830,9 @@ def _evaluate_level(customer_id, level: list[Segment], now, resolver) -> tuple[d
     return verdicts, ({name: row[name] for name in METRIC_COLUMNS} if row else {})
 
 
-def _evaluate_level_of_many(customer_ids: list[str], level: list[Segment], now, resolver) -> tuple[dict, list]:
-    """For each segment of `level`: its members among the customers, as [(customer id, score)]; and
-    the ids of the eligible customers (the others are members of nothing). One query."""
+def _evaluate_level_of_many(customer_ids: list[str], level: list[Segment], now, resolver) -> dict:
+    """For each segment of `level`: its members among the customers, as [(customer id, score)] (an
+    ineligible customer is a member of nothing). One query."""
     sql, params, position, compiled = _evaluation_query(level, now, resolver, many=True)
     params = list(params)
     params[position] = customer_ids
@@ -840,11 +840,10 @@ def _evaluate_level_of_many(customer_ids: list[str], level: list[Segment], now, 
         cursor.execute(sql, params)
         names = [column[0] for column in cursor.description]
         rows = [dict(zip(names, found, strict=True)) for found in cursor.fetchall()]
-    members = {
+    return {
         segment.pk: [(row["id"], row[f"score_{index}"]) for row in rows if row[f"member_{index}"]]
         for index, segment in compiled
     }
-    return members, [row["id"] for row in rows]
 
 
 def _live_segments_locked() -> list[Segment]:
@@ -934,7 +933,7 @@ def customers_segments_evaluate(*, actor: Actor, customer_ids: list) -> BatchEva
         current[membership[0]].add(membership[1:])
     for level in selectors.evaluation_levels(graph, by_code):
         segments_of_level = [by_code[code] for code in level]
-        members, _ = _evaluate_level_of_many(ids, segments_of_level, now, resolver)
+        members = _evaluate_level_of_many(ids, segments_of_level, now, resolver)
         for segment in segments_of_level:
             if segment.pk not in members:
                 continue  # its rules no longer compile (logged): its membership stays as it is
