@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db import connection
 from django.utils import timezone
 
 from consent import services as consent_services
@@ -96,6 +98,29 @@ def members(segment) -> set:
 def events_of(event_type: str, **data) -> list[OutboxEvent]:
     found = OutboxEvent.objects.filter(event_type=event_type).order_by("occurred_at")
     return [event for event in found if all(event.data.get(key) == value for key, value in data.items())]
+
+
+def at_once(count: int, work) -> list:
+    """Run `work()` in `count` threads released together (each on its own database connection);
+    returns what each returned. Any exception in a thread fails the caller."""
+    barrier, results, failures = threading.Barrier(count), [], []
+
+    def run():
+        try:
+            barrier.wait()
+            results.append(work())
+        except Exception as error:  # pragma: no cover - raised below
+            failures.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    return results
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from segments.models import Segment
 from tests.segments.conftest import (
     SYSTEM,
     add_orders,
+    at_once,
     events_of,
     grant,
     make_customer,
@@ -53,9 +54,7 @@ def test_joins_and_leaves_match_the_rules_with_their_events_and_counts():
 
     assert members(spenders) == matching(SPENDERS) == {stays.pk, joins.pk}
     assert (result.joined["spenders"], result.left) == (1, {"spenders": 1})  # (and the built-in new_customer)
-    assert [e.subject for e in events_of(segment_events.SEGMENT_ASSIGNED, segment_code="spenders")][-1] == str(
-        joins.pk
-    )
+    assert [e.subject for e in events_of(segment_events.SEGMENT_ASSIGNED, segment_code="spenders")][-1] == str(joins.pk)
     [removed] = events_of(segment_events.SEGMENT_REMOVED, segment_code="spenders")
     assert (removed.subject, removed.data["reason"]) == (str(leaves.pk), "rules")
     spenders.refresh_from_db()
@@ -196,29 +195,9 @@ def test_the_task_falls_back_to_one_customer_at_a_time(monkeypatch):
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_batches_of_the_same_customers_at_once_join_once():
-    import threading
-
-    from django.db import connection
-
     spenders = live(SPENDERS)
     customers = [make_customer(metrics={"total_spent": Decimal("5000")}) for _ in range(5)]
-    barrier, failures = threading.Barrier(3), []
-
-    def run():
-        try:
-            barrier.wait()
-            evaluate(*customers)
-        except Exception as error:  # pragma: no cover - reported below
-            failures.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
+    at_once(3, lambda: evaluate(*customers))
     assert members(spenders) == {c.pk for c in customers}
     assert len(events_of(segment_events.SEGMENT_ASSIGNED, segment_id=str(spenders.pk))) == 5
     spenders.refresh_from_db()

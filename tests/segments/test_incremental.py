@@ -17,6 +17,7 @@ from segments.subscribers import CUSTOMER_METRICS_UPDATED, RE_EVALUATING_EVENTS
 from tests.addresses.factories import make_address
 from tests.segments.conftest import (
     SYSTEM,
+    at_once,
     events_of,
     grant,
     make_customer,
@@ -295,29 +296,9 @@ def test_a_broken_broker_does_not_fail_the_change(after_commit, celery_broker_do
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_evaluations_of_one_customer_at_once_join_once():
-    import threading
-
-    from django.db import connection
-
     segment = live({"field": "total_spent", "op": "gte", "value": 100})
     customer = make_customer(metrics={"total_spent": Decimal("500")})
-    barrier, failures = threading.Barrier(3), []
-
-    def evaluate():
-        try:
-            barrier.wait()
-            services.customer_segments_evaluate(actor=SYSTEM, customer_id=customer.pk)
-        except Exception as error:  # pragma: no cover - reported below
-            failures.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=evaluate) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
+    at_once(3, lambda: services.customer_segments_evaluate(actor=SYSTEM, customer_id=customer.pk))
     assert SegmentMembership.objects.filter(segment=segment, customer=customer).count() == 1
     assert len(events_of(segment_events.SEGMENT_ASSIGNED, segment_id=str(segment.pk))) == 1
     segment.refresh_from_db()

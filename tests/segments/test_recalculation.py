@@ -19,6 +19,7 @@ from segments.errors import SegmentInactive, SegmentNotDynamic
 from segments.models import CalculationStatus, Segment, SegmentCalculation, SegmentMembership, SegmentStatus
 from tests.segments.conftest import (
     SYSTEM,
+    at_once,
     events_of,
     grant,
     make_customer,
@@ -216,24 +217,7 @@ def test_concurrent_requests_start_one_calculation():
     services.segment_update(actor=SYSTEM, segment_id=segment.pk, changes={"status": "active"})
     SegmentCalculation.objects.filter(segment=segment).update(status=CalculationStatus.SUCCEEDED)
     Segment.objects.filter(pk=segment.pk).update(status=SegmentStatus.ACTIVE)
-    barrier = threading.Barrier(4)
-    jobs, failures = [], []
-
-    def request():
-        try:
-            barrier.wait()
-            jobs.append(services.segment_request_calculation(actor=SYSTEM, segment_id=segment.pk, run=False).pk)
-        except Exception as error:  # pragma: no cover - reported below
-            failures.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=request) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
+    jobs = at_once(4, lambda: services.segment_request_calculation(actor=SYSTEM, segment_id=segment.pk, run=False).pk)
     assert len(set(jobs)) == 1
     assert SegmentCalculation.objects.filter(segment=segment, status=CalculationStatus.QUEUED).count() == 1
 
