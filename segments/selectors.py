@@ -217,7 +217,9 @@ def _overlap_sql(count: int) -> str:
 def segments_overlap(segment_ids: Iterable[UUID]) -> dict:
     """Current members of each segment and of each pair, in one statement that reads each segment's
     members once (however many segments: up to MAX_OVERLAP_SEGMENTS)."""
-    ids = list(dict.fromkeys(segment_ids))[:MAX_OVERLAP_SEGMENTS]
+    ids = list(dict.fromkeys(segment_ids))
+    if len(ids) > MAX_OVERLAP_SEGMENTS:  # callers validate; never answer for fewer than asked
+        raise ValueError(f"At most {MAX_OVERLAP_SEGMENTS} segments, not {len(ids)}.")
     if not ids:
         return {"sizes": {}, "pairs": {}}
     from segments.calculation import tune_transaction

@@ -1,6 +1,7 @@
 """The overlap of segments: current members of each segment and of each pair, counted in one pass."""
 
 import itertools
+import uuid
 
 import pytest
 
@@ -44,3 +45,8 @@ def test_ten_segments_and_the_order_given():
     assert list(counts["sizes"]) == ids
     assert sum(counts["sizes"].values()) == 4 and sum(counts["pairs"].values()) == 6
     assert counts["pairs"][(segments[9].pk, segments[0].pk)] == 1
+
+
+def test_more_segments_than_the_limit_are_refused_not_cut():
+    with pytest.raises(ValueError):
+        selectors.segments_overlap([uuid.uuid4() for _ in range(selectors.MAX_OVERLAP_SEGMENTS + 1)])
