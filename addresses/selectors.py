@@ -10,6 +10,7 @@ from django.db.models import F, Q, QuerySet
 
 from addresses.errors import AddressNotFound
 from addresses.models import DEFAULT_FLAG, TYPES_FOR_KIND, Address, DefaultKind
+from customers.precompiled import PrecompiledQuery, as_uuids
 
 
 def addresses_active() -> QuerySet[Address]:
@@ -45,13 +46,21 @@ DEFAULT_ADDRESS_FIELDS = {
 }
 
 
+def _default_addresses(customer_ids: list[UUID]) -> QuerySet[Address]:
+    any_default = Q(**{DEFAULT_FLAG[DefaultKind.SHIPPING]: True}) | Q(**{DEFAULT_FLAG[DefaultKind.BILLING]: True})
+    return addresses_active().filter(any_default, customer_id__in=customer_ids)
+
+
+# It runs on every uncached read of a customer.
+_default_addresses_query = PrecompiledQuery(_default_addresses, customer_ids=[UUID])
+
+
 def default_addresses_by_field(customer_ids: list[UUID]) -> dict[str, dict[UUID, Address]]:
     """Both defaults of each customer in one query: {representation field: {customer id: address}}."""
     by_field: dict[str, dict[UUID, Address]] = {name: {} for name in DEFAULT_ADDRESS_FIELDS.values()}
     if not customer_ids:
         return by_field
-    any_default = Q(**{DEFAULT_FLAG[DefaultKind.SHIPPING]: True}) | Q(**{DEFAULT_FLAG[DefaultKind.BILLING]: True})
-    for address in addresses_active().filter(any_default, customer_id__in=customer_ids):
+    for address in _default_addresses_query.instances(customer_ids=as_uuids(customer_ids)):
         for kind in address.default_for:
             by_field[DEFAULT_ADDRESS_FIELDS[kind]][address.customer_id] = address
     return by_field
@@ -72,9 +81,7 @@ def customers_with_address_matching(term: str) -> QuerySet | None:
 
 
 def postal_codes_of(customer_id: UUID | str) -> list[str]:
-    return sorted(
-        set(addresses_of(customer_id).exclude(postal_code="").values_list("postal_code", flat=True))
-    )
+    return sorted(set(addresses_of(customer_id).exclude(postal_code="").values_list("postal_code", flat=True)))
 
 
 def customers_at_postal_codes(postal_codes: list[str]) -> QuerySet:
@@ -86,9 +93,7 @@ def customers_at_postal_codes(postal_codes: list[str]) -> QuerySet:
 
 
 # One row per customer for exports: the default shipping address (the partial unique index finds it).
-EXPORT_JOIN = (
-    "LEFT JOIN addresses_address a ON a.customer_id = c.id AND a.is_default_shipping AND a.deleted_at IS NULL"
-)
+EXPORT_JOIN = "LEFT JOIN addresses_address a ON a.customer_id = c.id AND a.is_default_shipping AND a.deleted_at IS NULL"
 EXPORT_COLUMNS = (
     ("shipping_line1", "a.line1", True),
     ("shipping_line2", "a.line2", True),

@@ -17,6 +17,7 @@ from consent.errors import PurposeNotFound
 from consent.models import ConsentPurpose, ConsentRecord, ConsentState, ConsentStatus, PolicyVersion
 from customers import selectors as customer_selectors
 from customers.actor import SCOPE_ADMIN, Actor
+from customers.precompiled import PrecompiledQuery, as_uuids
 
 ERASED = "erased"  # customers.models.CustomerStatus.ERASED
 MERGED = "merged"  # customers.models.CustomerStatus.MERGED: the person is reached through the survivor
@@ -139,18 +140,33 @@ def customers_consenting_to(purpose: str | ConsentPurpose, *, at: datetime | Non
     return _customers_consent_counts_for().filter(pk__in=consenting_customer_ids(purpose, at=at))
 
 
+def _consenting_purposes(customer_ids: list[UUID], purpose_codes: list[str], at: datetime) -> QuerySet:
+    return (
+        consent_states(at=at)
+        .filter(customer_id__in=customer_ids, purpose__code__in=purpose_codes, is_valid=True)
+        .filter(customer_id__in=_customers_consent_counts_for().values("pk"))
+        .values_list("customer_id", "purpose__code")
+    )
+
+
+# It runs on every uncached read of a customer (the marketing opt-ins are consent's view).
+_consenting_purposes_query = PrecompiledQuery(
+    _consenting_purposes, customer_ids=[UUID], purpose_codes=[str], at=datetime
+)
+
+
 def consenting_purposes_of(
     customer_ids: list[UUID], purpose_codes: list[str], *, at: datetime | None = None
 ) -> set[tuple[UUID, str]]:
     """(customer id, purpose code) for each of these customers and purposes where the customer is in
     `customers_consenting_to(purpose)`: the same rule, for a batch of customers in one query.
     """
-    return set(
-        consent_states(at=at)
-        .filter(customer_id__in=customer_ids, purpose__code__in=purpose_codes, is_valid=True)
-        .filter(customer_id__in=_customers_consent_counts_for().values("pk"))
-        .values_list("customer_id", "purpose__code")
+    if not customer_ids or not purpose_codes:
+        return set()
+    rows = _consenting_purposes_query.rows(
+        customer_ids=as_uuids(customer_ids), purpose_codes=list(purpose_codes), at=at or timezone.now()
     )
+    return set(rows)
 
 
 def customer_consents_to(*, customer_id: UUID, purpose: str | ConsentPurpose, at: datetime | None = None) -> bool:

@@ -18,6 +18,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from customers.models import Customer, CustomerStatus
+from customers.precompiled import PrecompiledQuery, as_uuids
 from segments.errors import InvalidSegmentRules, SegmentNotFound
 from segments.models import Segment, SegmentCalculation, SegmentKind, SegmentMembership, SegmentStatus
 from segments.rules import Context, ParsedRules, compile_rules, parse_rules, referenced_segment_codes
@@ -302,16 +303,28 @@ def evaluation_levels(graph: dict[str, set[str]], codes: Iterable[str]) -> list[
 # ---------------------------------------------------------------- tiers
 
 
+def _tier_facts(customer_ids: list) -> QuerySet:
+    from segments import tiers
+
+    return (
+        Customer.objects.filter(pk__in=customer_ids)
+        .values_list("id", *tiers.CRITERIA, "segment_tier__tier", "segment_tier__reached_at")
+        .order_by()
+    )
+
+
+# It runs on every uncached read of a customer.
+_tier_facts_query = PrecompiledQuery(_tier_facts, customer_ids=[UUID])
+
+
 def customer_tiers(customer_ids: list) -> dict:
     """Customer id → tier summary (tier, reached_at, qualifications, progress), in one query."""
     if not customer_ids:
         return {}
     from segments import tiers
 
-    rows = Customer.objects.filter(pk__in=customer_ids).values(
-        "id", *tiers.CRITERIA, "segment_tier__tier", "segment_tier__reached_at"
-    )
-    return {
-        row["id"]: tiers.summary(row, stored_tier=row["segment_tier__tier"], reached_at=row["segment_tier__reached_at"])
-        for row in rows.order_by()
-    }
+    summaries = {}
+    for customer_id, *metrics, stored_tier, reached_at in _tier_facts_query.rows(customer_ids=as_uuids(customer_ids)):
+        row = dict(zip(tiers.CRITERIA, metrics, strict=True))
+        summaries[customer_id] = tiers.summary(row, stored_tier=stored_tier, reached_at=reached_at)
+    return summaries

@@ -69,6 +69,10 @@ DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.
 # Persistent connections: opening one per request costs more than the query itself.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=300)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The only statements prepared on a connection are the key lookups of `customers.precompiled`, whose
+# generic plan is right: without this, PostgreSQL re-plans some of them on every run.
+PREPARED_PLAN_OPTIONS = "-c plan_cache_mode=force_generic_plan"
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", PREPARED_PLAN_OPTIONS)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")

@@ -3,12 +3,13 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import DATABASES, env
+from .base import DATABASES, PREPARED_PLAN_OPTIONS, env
 
 DEBUG = False
 if not env("DATABASE_URL", default=""):
     raise ImproperlyConfigured("Set the DATABASE_URL environment variable")
 DATABASES["default"] = {**env.db("DATABASE_URL"), "CONN_MAX_AGE": 300, "CONN_HEALTH_CHECKS": True}
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", PREPARED_PLAN_OPTIONS)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

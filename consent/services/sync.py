@@ -10,6 +10,7 @@ reads as off at once, before the expiry task has written anything.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from uuid import UUID
 
 from django.db.models import Exists, OuterRef
@@ -43,6 +44,7 @@ from consent.services._common import (
 from customers import selectors as customer_selectors
 from customers import services as customer_services
 from customers.actor import Actor
+from customers.precompiled import PrecompiledQuery, as_uuids
 
 logger = logging.getLogger(__name__)
 
@@ -121,20 +123,29 @@ def opt_ins_as_consented(customer_ids: list[UUID]) -> dict[UUID, dict[str, bool]
     }
 
 
+def _next_opt_in_lapse(customer_id: UUID, at: datetime):
+    granted = ConsentState.objects.filter(
+        customer_id=customer_id, status=S.GRANTED, purpose__code__in=list(PREFERENCE_FIELD_BY_PURPOSE)
+    )
+    validity_ends = granted.filter(valid_until__gt=at).values_list("valid_until", flat=True)
+    reconsent_due = PolicyVersion.objects.filter(
+        purpose_id__in=granted.values("purpose_id"), requires_reconsent=True, effective_at__gt=at
+    ).values_list("effective_at", flat=True)
+    # One query: the earliest of both kinds of moment.
+    return validity_ends.union(reconsent_due).order_by("valid_until")[:1]
+
+
+# It runs on every uncached read of a customer.
+_next_opt_in_lapse_query = PrecompiledQuery(_next_opt_in_lapse, customer_id=UUID, at=datetime)
+
+
 def opt_ins_fresh_until(customer_id: UUID):
     """The next moment the customer's opt-ins read differently by time alone: a grant's validity
     ending, or a wording that requires re-consent taking effect over a grant (None: no such moment).
     """
-    now = timezone.now()
-    granted = ConsentState.objects.filter(
-        customer_id=customer_id, status=S.GRANTED, purpose__code__in=list(PREFERENCE_FIELD_BY_PURPOSE)
-    )
-    validity_ends = granted.filter(valid_until__gt=now).values_list("valid_until", flat=True)
-    reconsent_due = PolicyVersion.objects.filter(
-        purpose_id__in=granted.values("purpose_id"), requires_reconsent=True, effective_at__gt=now
-    ).values_list("effective_at", flat=True)
-    # One query (it runs on every uncached GET of a customer): the earliest of both kinds of moment.
-    return validity_ends.union(reconsent_due).order_by("valid_until").first()
+    (customer_uuid,) = as_uuids([customer_id])
+    rows = _next_opt_in_lapse_query.rows(customer_id=customer_uuid, at=timezone.now())
+    return rows[0][0] if rows else None
 
 
 def _lapsed(state: ConsentState, purpose: ConsentPurpose, now) -> tuple[bool, bool]:
