@@ -19,7 +19,13 @@ from rest_framework.response import Response
 
 from customers import cache, ratelimit, selectors, services
 from customers.actor import SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE
-from customers.apikit import CreatedCursorPagination, StrictSerializer, problems, scope_note
+from customers.apikit import (
+    CreatedCursorPagination,
+    StrictSerializer,
+    problems,
+    representation_writer,
+    scope_note,
+)
 from customers.errors import CustomerNotFound, Forbidden
 from customers.extensions import (
     apply_preference_views,
@@ -165,14 +171,12 @@ class CustomerSerializer(serializers.ModelSerializer):
 
 
 @functools.cache
-def _representation_writer() -> CustomerSerializer:
-    """One CustomerSerializer per process whose fields are built once: DRF builds a serializer's
-    fields (model introspection, nested serializers) for every new instance, which cost more than
-    the rest of an uncached GET. Its `to_representation` reads nothing but its fields and the
-    instance, so threads can share it. Built on first use, after every app registered its fields."""
-    writer = CustomerSerializer()
-    writer.fields  # noqa: B018 - build them now, not racing in two threads
-    return writer
+def _representation_writer():
+    """The customer serializer's representation, as `representation_writer` runs it, built once per
+    process: DRF builds a serializer's fields (model introspection, nested serializers) for every
+    new instance, which cost more than the rest of an uncached GET. Built on first use, after every
+    app registered its fields."""
+    return representation_writer(CustomerSerializer())
 
 
 def customer_representations(customers: list[Customer]) -> list[dict]:
@@ -181,12 +185,12 @@ def customer_representations(customers: list[Customer]) -> list[dict]:
     ids = [customer.pk for customer in customers]
     extras = load_representation_fields(ids)
     apply_preference_views([_preferences_of(customer) for customer in customers])
-    writer = _representation_writer()
+    represent = _representation_writer()
     represented = []
     for customer in customers:
         for extension, values in extras:
             setattr(customer, extension.name, values.get(customer.pk, extension.default))
-        represented.append(super(CustomerSerializer, writer).to_representation(customer))
+        represented.append(represent(customer))
     return represented
 
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import types
+from collections.abc import Callable
+from typing import Any
+
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
+from rest_framework.fields import Field, SkipField
 from rest_framework.pagination import CursorPagination
+from rest_framework.relations import PKOnlyObject
 
 
 class StrictSerializer(serializers.Serializer):
@@ -61,3 +68,61 @@ class CreatedCursorPagination(CursorPagination):
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+
+
+# ---------------------------------------------------------------- representations, fast
+
+
+_CALLABLE_VALUES = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)
+
+
+def representation_writer(serializer: serializers.Serializer) -> Callable[[Any], dict]:
+    """`serializer.to_representation` as one flat loop over its fields, nested serializers included:
+    the same output, at a fraction of DRF's per-field cost (for a customer, DRF spent more time
+    finding each attribute than the rest of an uncached GET). Build it once, from a serializer
+    whose fields are built (they are read here, never changed); share it between threads.
+
+    Each attribute is read directly (a dict key or an attribute); anything unusual about it (missing,
+    callable, a field that reads its own way) goes through the field's `get_attribute`, so DRF's
+    rules still apply there."""
+    steps = [
+        (field.field_name, _attribute_reader(field), _value_writer(field)) for field in serializer._readable_fields
+    ]
+
+    def represent(instance) -> dict:
+        represented = {}
+        for name, read, write in steps:
+            try:
+                attribute = read(instance)
+            except SkipField:
+                continue
+            check_for_none = attribute.pk if isinstance(attribute, PKOnlyObject) else attribute
+            represented[name] = None if check_for_none is None else write(attribute)
+        return represented
+
+    return represent
+
+
+def _value_writer(field: Field) -> Callable[[Any], Any]:
+    nested_by_default = (
+        isinstance(field, serializers.Serializer)
+        and type(field).to_representation is serializers.Serializer.to_representation
+    )
+    return representation_writer(field) if nested_by_default else field.to_representation
+
+
+def _attribute_reader(field: Field) -> Callable[[Any], Any]:
+    if type(field).get_attribute is not Field.get_attribute or len(field.source_attrs) > 1:
+        return field.get_attribute  # related fields, dotted sources: DRF's own way
+    if not field.source_attrs:  # source="*"
+        return lambda instance: instance
+    (name,) = field.source_attrs
+
+    def read(instance):
+        try:
+            value = instance[name] if type(instance) is dict else getattr(instance, name)
+        except Exception:  # missing, or a related object that does not exist: DRF decides
+            return field.get_attribute(instance)
+        return field.get_attribute(instance) if isinstance(value, _CALLABLE_VALUES) else value
+
+    return read
