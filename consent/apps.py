@@ -15,10 +15,10 @@ class ConsentConfig(AppConfig):
         events.subscribe(events.CUSTOMER_PREFERENCES_UPDATED, services.on_preferences_updated)
         # What the opt-in columns read as in the API and the admin: consent, by the rule of
         # selectors.customers_consenting_to (a lapsed or superseded grant reads as off at once).
-        from consent.services.sync import opt_ins_as_consented, opt_ins_fresh_until
+        from consent.services.sync import opt_ins_as_consented
         from customers.extensions import register_preference_view
 
-        register_preference_view(opt_ins_as_consented, fresh_until=opt_ins_fresh_until)
+        register_preference_view(opt_ins_as_consented)
         # A customer merge carries the merged customer's newer decisions over (records are never moved).
         from consent.services import merge
 

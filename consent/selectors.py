@@ -10,7 +10,7 @@ from datetime import datetime
 from uuid import UUID
 
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from consent.errors import PurposeNotFound
@@ -141,11 +141,15 @@ def customers_consenting_to(purpose: str | ConsentPurpose, *, at: datetime | Non
 
 
 def _consenting_purposes(customer_ids: list[UUID], purpose_codes: list[str], at: datetime) -> QuerySet:
+    next_reconsent = PolicyVersion.objects.filter(
+        purpose_id=OuterRef("purpose_id"), requires_reconsent=True, effective_at__gt=at
+    ).order_by("effective_at")
     return (
         consent_states(at=at)
         .filter(customer_id__in=customer_ids, purpose__code__in=purpose_codes, is_valid=True)
         .filter(customer_id__in=_customers_consent_counts_for().values("pk"))
-        .values_list("customer_id", "purpose__code")
+        .annotate(reconsent_from=Subquery(next_reconsent.values("effective_at")[:1]))
+        .values_list("customer_id", "purpose__code", "valid_until", "reconsent_from")
     )
 
 
@@ -157,16 +161,21 @@ _consenting_purposes_query = PrecompiledQuery(
 
 def consenting_purposes_of(
     customer_ids: list[UUID], purpose_codes: list[str], *, at: datetime | None = None
-) -> set[tuple[UUID, str]]:
+) -> dict[tuple[UUID, str], datetime | None]:
     """(customer id, purpose code) for each of these customers and purposes where the customer is in
-    `customers_consenting_to(purpose)`: the same rule, for a batch of customers in one query.
+    `customers_consenting_to(purpose)` — the same rule, for a batch of customers in one query — with
+    the moment that consent stops counting by time alone: its validity ending, or a wording that
+    requires re-consent taking effect (None: no such moment yet).
     """
     if not customer_ids or not purpose_codes:
-        return set()
+        return {}
     rows = _consenting_purposes_query.rows(
         customer_ids=as_uuids(customer_ids), purpose_codes=list(purpose_codes), at=at or timezone.now()
     )
-    return set(rows)
+    return {
+        (customer_id, code): min((moment for moment in lapses if moment is not None), default=None)
+        for customer_id, code, *lapses in rows
+    }
 
 
 def customer_consents_to(*, customer_id: UUID, purpose: str | ConsentPurpose, at: datetime | None = None) -> bool:

@@ -30,7 +30,6 @@ from customers.errors import CustomerNotFound, Forbidden
 from customers.extensions import (
     apply_preference_views,
     load_representation_fields,
-    preference_views_fresh_until,
     representation_fields,
 )
 from customers.models import Customer, CustomerPreferences, CustomerStatus, CustomerType, RegistrationSource
@@ -182,16 +181,21 @@ def _representation_writer():
 def customer_representations(customers: list[Customer]) -> list[dict]:
     """The API's representation of each customer: the extensions' fields and the preference views
     loaded for all of them at once (one query per extension, not per customer)."""
+    return _representations_with_lifetime(customers)[0]
+
+
+def _representations_with_lifetime(customers: list[Customer]) -> tuple[list[dict], dict]:
+    """`customer_representations`, and per customer the moment it may read differently by time alone."""
     ids = [customer.pk for customer in customers]
     extras = load_representation_fields(ids)
-    apply_preference_views([_preferences_of(customer) for customer in customers])
+    fresh_until = apply_preference_views([_preferences_of(customer) for customer in customers])
     represent = _representation_writer()
     represented = []
     for customer in customers:
         for extension, values in extras:
             setattr(customer, extension.name, values.get(customer.pk, extension.default))
         represented.append(represent(customer))
-    return represented
+    return represented, fresh_until
 
 
 class CustomerInputSerializer(StrictSerializer):
@@ -274,16 +278,12 @@ class CustomerFilter(django_filters.FilterSet):
 # ---------------------------------------------------------------- views
 
 
-def _fresh_for(customer_id) -> int | None:
-    """Seconds until the representation may change by itself (a consent grant lapsing), or None."""
-    until = preference_views_fresh_until(customer_id)
-    if until is None:
-        return None
-    return max(0, math.ceil((until - timezone.now()).total_seconds()))
-
-
-def _representation_bytes(customer: Customer) -> bytes:
-    return JSONRenderer().render(customer_representations([customer])[0])
+def _representation_bytes(customer: Customer) -> tuple[bytes, int | None]:
+    """The body, and for how many seconds it holds (None: until the customer changes)."""
+    (represented,), fresh_until = _representations_with_lifetime([customer])
+    until = fresh_until.get(customer.pk)
+    seconds = None if until is None else max(0, math.ceil((until - timezone.now()).total_seconds()))
+    return JSONRenderer().render(represented), seconds
 
 
 # Documented here, read by consent's RequestOriginMiddleware: a service registering a customer or
@@ -450,8 +450,8 @@ class CustomerViewSet(
         self._within_rate_limit(counting, count)
         if body is None:
             customer = _customer_read_for_representation(pk)  # an own token asking for another was refused above
-            body = _representation_bytes(customer)
-            cache.put_customer_representation(customer.pk, body, generation, ttl_seconds=_fresh_for(customer.pk))
+            body, holds_for = _representation_bytes(customer)
+            cache.put_customer_representation(customer.pk, body, generation, ttl_seconds=holds_for)
         return HttpResponse(body, content_type="application/json")
 
     def _within_rate_limit(self, counting, count: int | None) -> None:

@@ -112,48 +112,56 @@ def history_sources() -> Iterable[HistorySource]:
 # ---------------------------------------------------------------- preference columns that are another app's view
 
 
-PreferenceView = Callable[[list[UUID]], dict[UUID, dict[str, Any]]]  # customer ids -> {field: value}
-FreshUntil = Callable[[UUID], Any]  # customer id -> the next moment the view may change by itself, or None
+@dataclass(frozen=True)
+class PreferenceViewResult:
+    """What a preference view shows for a batch of customers: customer id -> {field: value}, and for
+    a view that changes with time alone (a grant runs past its validity), customer id -> the next
+    such moment (absent: none to come)."""
+
+    values: dict[UUID, dict[str, Any]]
+    fresh_until: dict[UUID, Any]
+
+
+PreferenceView = Callable[[list[UUID]], PreferenceViewResult]
 _preference_views: list[PreferenceView] = []
-_fresh_until: list[FreshUntil] = []
 
 
-def register_preference_view(view: PreferenceView, *, fresh_until: FreshUntil | None = None) -> None:
+def register_preference_view(view: PreferenceView) -> None:
     """Let a higher app own what some preference columns read as (consent: the marketing opt-ins are
-    true exactly while the customer's consent for the purpose counts). One call per batch of customers.
-
-    A view that changes with time alone (a grant runs past its validity) names, through
-    `fresh_until`, the next such moment for a customer: the cached representation lives no longer.
-    """
+    true exactly while the customer's consent for the purpose counts). One call per batch of customers;
+    the moments it names bound how long a cached representation lives."""
     if view not in _preference_views:
         _preference_views.append(view)
-    if fresh_until is not None and fresh_until not in _fresh_until:
-        _fresh_until.append(fresh_until)
 
 
-def preference_views_fresh_until(customer_id: UUID) -> Any:
-    """The earliest moment a registered view may show something else for the customer by itself (or None)."""
-    moments = [moment for moment in (fresh(customer_id) for fresh in _fresh_until) if moment is not None]
-    return min(moments) if moments else None
-
-
-def apply_preference_views(preferences: Iterable[Any]) -> None:
+def apply_preference_views(preferences: Iterable[Any]) -> dict[UUID, Any]:
     """Set the registered views' values on these `CustomerPreferences` instances (in memory): what the
-    API and the admin show, and what a preference change is compared against.
+    API and the admin show, and what a preference change is compared against. Returns, per customer,
+    the earliest moment a view may show something else by itself (absent: none).
     """
     prefs = [p for p in preferences if p is not None]
     if not prefs or not _preference_views:
-        return
-    values = preference_view_values([p.customer_id for p in prefs])
+        return {}
+    values, fresh_until = _view_results([p.customer_id for p in prefs])
     for p in prefs:
         for field, value in values.get(p.customer_id, {}).items():
             setattr(p, field, value)
+    return fresh_until
 
 
 def preference_view_values(customer_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
     """customer id -> {field: value as the registered views show it} (empty without views)."""
-    merged: dict[UUID, dict[str, Any]] = {}
+    return _view_results(customer_ids)[0]
+
+
+def _view_results(customer_ids: list[UUID]) -> tuple[dict[UUID, dict[str, Any]], dict[UUID, Any]]:
+    values: dict[UUID, dict[str, Any]] = {}
+    fresh_until: dict[UUID, Any] = {}
     for view in _preference_views:
-        for customer_id, values in view(list(customer_ids)).items():
-            merged.setdefault(customer_id, {}).update(values)
-    return merged
+        result = view(list(customer_ids))
+        for customer_id, shown in result.values.items():
+            values.setdefault(customer_id, {}).update(shown)
+        for customer_id, moment in result.fresh_until.items():
+            if customer_id not in fresh_until or moment < fresh_until[customer_id]:
+                fresh_until[customer_id] = moment
+    return values, fresh_until

@@ -76,7 +76,7 @@ def _drop_representations_when_reconsent(version: PolicyVersion) -> None:
     """A wording that requires re-consent makes existing grants stop counting, so the opt-ins of
     every customer holding one read as off: their cached representations go (on commit, at
     `effective_at` when that is still to come; representations cached meanwhile live no longer
-    than that moment, see `sync.opt_ins_fresh_until`).
+    than that moment, see `sync.opt_ins_as_consented`).
     """
     if not version.requires_reconsent:
         return

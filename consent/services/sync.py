@@ -23,7 +23,6 @@ from consent.models import (
     ConsentRecord,
     ConsentState,
     ConsentTrigger,
-    PolicyVersion,
 )
 from consent.services._common import (
     NOTHING,
@@ -44,7 +43,7 @@ from consent.services._common import (
 from customers import selectors as customer_selectors
 from customers import services as customer_services
 from customers.actor import Actor
-from customers.precompiled import PrecompiledQuery, as_uuids
+from customers.extensions import PreferenceViewResult
 
 logger = logging.getLogger(__name__)
 
@@ -114,38 +113,20 @@ def on_customer_created(*, event, actor: Actor | None) -> None:
         record_event(record, actor)
 
 
-def opt_ins_as_consented(customer_ids: list[UUID]) -> dict[UUID, dict[str, bool]]:
-    """customer id -> {preference column: whether consent for its purpose counts now}, in one query."""
+def opt_ins_as_consented(customer_ids: list[UUID]) -> PreferenceViewResult:
+    """customer id -> {preference column: whether consent for its purpose counts now}, and the next
+    moment one of them reads differently by time alone (a grant's validity ending, or a wording that
+    requires re-consent taking effect over it), in one query."""
     consenting = selectors.consenting_purposes_of(customer_ids, list(PREFERENCE_FIELD_BY_PURPOSE))
-    return {
+    values = {
         customer_id: {field: (customer_id, code) in consenting for code, field in PREFERENCE_FIELD_BY_PURPOSE.items()}
         for customer_id in customer_ids
     }
-
-
-def _next_opt_in_lapse(customer_id: UUID, at: datetime):
-    granted = ConsentState.objects.filter(
-        customer_id=customer_id, status=S.GRANTED, purpose__code__in=list(PREFERENCE_FIELD_BY_PURPOSE)
-    )
-    validity_ends = granted.filter(valid_until__gt=at).values_list("valid_until", flat=True)
-    reconsent_due = PolicyVersion.objects.filter(
-        purpose_id__in=granted.values("purpose_id"), requires_reconsent=True, effective_at__gt=at
-    ).values_list("effective_at", flat=True)
-    # One query: the earliest of both kinds of moment.
-    return validity_ends.union(reconsent_due).order_by("valid_until")[:1]
-
-
-# It runs on every uncached read of a customer.
-_next_opt_in_lapse_query = PrecompiledQuery(_next_opt_in_lapse, customer_id=UUID, at=datetime)
-
-
-def opt_ins_fresh_until(customer_id: UUID):
-    """The next moment the customer's opt-ins read differently by time alone: a grant's validity
-    ending, or a wording that requires re-consent taking effect over a grant (None: no such moment).
-    """
-    (customer_uuid,) = as_uuids([customer_id])
-    rows = _next_opt_in_lapse_query.rows(customer_id=customer_uuid, at=timezone.now())
-    return rows[0][0] if rows else None
+    fresh_until: dict[UUID, datetime] = {}
+    for (customer_id, _), lapse in consenting.items():
+        if lapse is not None and (customer_id not in fresh_until or lapse < fresh_until[customer_id]):
+            fresh_until[customer_id] = lapse
+    return PreferenceViewResult(values=values, fresh_until=fresh_until)
 
 
 def _lapsed(state: ConsentState, purpose: ConsentPurpose, now) -> tuple[bool, bool]:
