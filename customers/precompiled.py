@@ -41,8 +41,6 @@ def _stand_in(kind: type) -> Any:
         )
     if kind is str:
         return f"\x1fstand-in-{secrets.token_hex(8)}"
-    if kind is int:
-        return -(10**15) - secrets.randbelow(10**12)
     raise TypeError(f"no stand-in for {kind.__name__}")
 
 
@@ -64,7 +62,7 @@ class PrecompiledQuery:
     """`build(**values)` returns a queryset; `rows(**values)` runs it as a list of tuples (the columns of
     a values/values_list queryset), `instances(**values)` as model instances.
 
-    `kinds` names each value's type (`uuid.UUID`, `datetime`, `str`, `int`), or a one-element list of it
+    `kinds` names each value's type (`uuid.UUID`, `datetime`, `str`), or a one-element list of it
     for a list of values (as `__in` takes): each list length compiles once.
     """
 
@@ -98,7 +96,7 @@ class PrecompiledQuery:
         columns = [expression for expression, _, _ in compiler.select[: compiler.col_count]]
         converters = tuple(compiler.get_converters(columns).items())
         model, model_columns, attnames, populators = None, None, (), ()
-        if compiler.klass_info and not queryset.query.values_select:
+        if compiler.klass_info and not queryset.query.values_select and not compiler.annotation_col_map:
             select_fields = compiler.klass_info["select_fields"]
             model = compiler.klass_info["model"]
             model_columns = (select_fields[0], select_fields[-1] + 1)
@@ -133,7 +131,7 @@ class PrecompiledQuery:
         """For a model queryset (select_related included): its model instances, as iterating it gives them."""
         compiled = self.compiled(**values)
         if compiled.model is None:
-            raise TypeError("instances() needs a model queryset, not values()")
+            raise TypeError("instances() needs a model queryset without values() or annotations")
         start, end = compiled.model_columns
         found = []
         for row in self._rows(compiled, values):
