@@ -83,3 +83,13 @@ def test_a_value_the_lookup_transforms_is_refused():
     )
     with pytest.raises(ValueError, match="did not reach the SQL parameters unchanged"):
         containing.rows(term="ann")
+
+
+def test_past_the_kept_shapes_a_query_still_answers_compiling_each_time(customers, monkeypatch):
+    monkeypatch.setattr("customers.precompiled._MAX_SHAPES", 2)
+    query = PrecompiledQuery(_registered_since, customer_ids=[uuid.UUID], since=datetime)
+    since = timezone.now() - timedelta(minutes=1)
+    ids = [c.pk for c in customers]
+    for length in (1, 2, 3, 4, 3):
+        assert query.rows(customer_ids=ids[:length], since=since) == list(_registered_since(ids[:length], since))
+    assert len(query._compiled) == 2
