@@ -45,12 +45,20 @@ def _stand_in(kind: type) -> Any:
 
 
 @dataclass(frozen=True)
+class ArrayOf:
+    """A value passed as one array parameter (`RawSQL("... %s::uuid[]", (values,))`), whatever its length."""
+
+    kind: type
+
+
+@dataclass(frozen=True)
 class _Compiled:
     sql: str
     params: tuple
     slots: tuple[tuple[int, str, int | None], ...]  # (position in params, value name, index in a list or None)
     converters: tuple  # (column, (converter functions, expression)) as SQLCompiler.get_converters gives them
     db: str
+    column_names: tuple[str | None, ...]
     # For a model queryset: the model's columns and what select_related joined, as Django's ModelIterable reads them.
     model: type | None
     model_columns: tuple[int, int] | None
@@ -63,11 +71,16 @@ class PrecompiledQuery:
     a values/values_list queryset), `instances(**values)` as model instances.
 
     `kinds` names each value's type (`uuid.UUID`, `datetime`, `str`), or a one-element list of it
-    for a list of values (as `__in` takes): each list length compiles once.
+    for a list of values (as `__in` takes): each list length compiles once; `ArrayOf(kind)` for a
+    list the queryset passes as one parameter. `prepared=False` for a statement whose generic plan
+    (which a prepared statement gets here) is worse than the plan PostgreSQL makes for the values.
     """
 
-    def __init__(self, build: Callable[..., QuerySet], **kinds: type | list[type]) -> None:
+    def __init__(
+        self, build: Callable[..., QuerySet], *, prepared: bool = True, **kinds: type | list[type] | ArrayOf
+    ) -> None:
         self._build = build
+        self._prepared = prepared
         self._kinds = kinds
         self._compiled: dict[tuple[int, ...], _Compiled] = {}
         self._lock = threading.Lock()
@@ -77,19 +90,28 @@ class PrecompiledQuery:
 
     def _compile(self, values: dict[str, Any]) -> _Compiled:
         stand_ins: dict[str, Any] = {}
+        arrays: dict[int, str] = {}  # id() of an array stand-in -> its name: it is found by identity
         for name, kind in self._kinds.items():
-            if isinstance(kind, list):
+            if isinstance(kind, ArrayOf):
+                stand_ins[name] = [_stand_in(kind.kind)]
+                arrays[id(stand_ins[name])] = name
+            elif isinstance(kind, list):
                 stand_ins[name] = [_stand_in(kind[0]) for _ in values[name]]
             else:
                 stand_ins[name] = _stand_in(kind)
         queryset = self._build(**stand_ins)
         compiler: SQLCompiler = queryset.query.get_compiler(using=queryset.db)
         sql, params = compiler.as_sql()
-        where = {}
+        where: dict[Any, tuple[str, int | None]] = {("array", name): (name, None) for name in arrays.values()}
         for name, stand_in in stand_ins.items():
-            for index, item in enumerate(stand_in) if isinstance(stand_in, list) else [(None, stand_in)]:
-                where[_key(item)] = (name, index)
-        slots = tuple((position, *where[_key(param)]) for position, param in enumerate(params) if _key(param) in where)
+            if name not in arrays.values():
+                for index, item in enumerate(stand_in) if isinstance(stand_in, list) else [(None, stand_in)]:
+                    where[_key(item)] = (name, index)
+        slots = []
+        for position, param in enumerate(params):
+            key = ("array", arrays[id(param)]) if id(param) in arrays else _key(param)
+            if key in where:
+                slots.append((position, *where[key]))
         missing = set(where.values()) - {(name, index) for _, name, index in slots}
         if missing:
             raise ValueError(f"stand-ins {sorted(map(str, missing))} did not reach the SQL parameters unchanged")
@@ -105,9 +127,10 @@ class PrecompiledQuery:
         return _Compiled(
             sql=sql,
             params=tuple(params),
-            slots=slots,
+            slots=tuple(slots),
             converters=converters,
             db=queryset.db,
+            column_names=tuple(alias for _, _, alias in compiler.select[: compiler.col_count]),
             model=model,
             model_columns=model_columns,
             model_attnames=attnames,
@@ -126,6 +149,11 @@ class PrecompiledQuery:
 
     def rows(self, **values: Any) -> list[tuple]:
         return self._rows(self.compiled(**values), values)
+
+    def dicts(self, **values: Any) -> list[dict[str, Any]]:
+        """`rows`, each as {column: value} (a values() queryset's names)."""
+        compiled = self.compiled(**values)
+        return [dict(zip(compiled.column_names, row, strict=True)) for row in self._rows(compiled, values)]
 
     def instances(self, **values: Any) -> list:
         """For a model queryset (select_related included): its model instances, as iterating it gives them."""
@@ -146,7 +174,12 @@ class PrecompiledQuery:
         for position, name, index in compiled.slots:
             params[position] = values[name] if index is None else values[name][index]
         connection = connections[compiled.db]
-        rows = _run(connection, compiled.sql, params)
+        if self._prepared:
+            rows = _run(connection, compiled.sql, params)
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute(compiled.sql, params)
+                rows = cursor.fetchall()
         if not compiled.converters:
             return rows
         converted = []

@@ -93,3 +93,20 @@ def test_past_the_kept_shapes_a_query_still_answers_compiling_each_time(customer
     for length in (1, 2, 3, 4, 3):
         assert query.rows(customer_ids=ids[:length], since=since) == list(_registered_since(ids[:length], since))
     assert len(query._compiled) == 2
+
+
+def test_a_list_passed_as_one_array_parameter_compiles_once_for_every_length(customers):
+    from django.db.models.expressions import RawSQL
+
+    from customers.precompiled import ArrayOf
+
+    query = PrecompiledQuery(
+        lambda ids: Customer.objects.filter(pk__in=RawSQL("SELECT unnest(%s::uuid[])", (ids,)))
+        .order_by("customer_number")
+        .values("id", "email"),
+        ids=ArrayOf(str),
+    )
+    for chosen in (customers[:1], customers, customers[1:3], []):
+        expected = [{"id": c.pk, "email": c.email} for c in sorted(chosen, key=lambda c: c.customer_number)]
+        assert query.dicts(ids=[str(c.pk) for c in chosen]) == expected
+    assert len(query._compiled) == 1
