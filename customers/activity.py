@@ -17,7 +17,7 @@ import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -52,6 +52,7 @@ TRACKABLE_TYPES = (
 )
 MAX_DATA_BYTES = 4096
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+LAST_ACTIVITY_STEP = timedelta(minutes=1)
 
 
 def _check_json(data: Any) -> dict:
@@ -116,15 +117,38 @@ def activity_track(
     except IntegrityError:  # the same event_id, tracked concurrently
         return _same_customer(CustomerActivity.objects.get(event_id=event_id), customer_id), False
 
-    # `last_activity_at` is part of the representation (no history, no version bump: it is not a profile change).
-    moved = (
-        Customer.objects.filter(pk=customer_id)
-        .filter(Q(last_activity_at__isnull=True) | Q(last_activity_at__lt=occurred_at))
-        .update(last_activity_at=occurred_at)
-    )
-    if moved:
-        invalidate_customer_on_commit(customer_id)
+    _move_last_activity(actor=actor, customer_id=customer_id, occurred_at=occurred_at)
     return activity, True
+
+
+def _move_last_activity(*, actor: Actor, customer_id: UUID, occurred_at: datetime) -> None:
+    """Move `last_activity_at` forward, as a change of the customer's metrics: a version bump and a
+    `customer.metrics.updated.v1` (segments re-evaluate the customer on it; its rules may read it).
+
+    Only by `LAST_ACTIVITY_STEP` or more: a storefront tracks several events a minute, and each
+    would otherwise bump the version (a rep's edit in progress would conflict) and record an event.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE customers_customer SET last_activity_at = %s, version = version + 1, updated_at = now()"
+            " WHERE id = %s AND (last_activity_at IS NULL OR last_activity_at <= %s) RETURNING version",
+            [occurred_at, customer_id, occurred_at - LAST_ACTIVITY_STEP],
+        )
+        moved = cursor.fetchone()
+    if moved is None:
+        return
+    events.record(
+        event_type=events.CUSTOMER_METRICS_UPDATED,
+        subject=customer_id,
+        data={
+            "customer_id": str(customer_id),
+            "version": moved[0],
+            "changed_fields": ["last_activity_at"],
+            "last_activity_at": occurred_at.astimezone(UTC).isoformat(),
+        },
+        actor=actor,
+    )
+    invalidate_customer_on_commit(customer_id)
 
 
 def _same_customer(activity: CustomerActivity, customer_id: UUID) -> CustomerActivity:

@@ -228,6 +228,20 @@ def test_metrics_updated_by_event_ingestion(after_commit):
     assert (changed.data["from_tier"], changed.data["to_tier"]) == ("regular", "premium")
 
 
+def test_tracked_activity_re_evaluates_rules_on_last_activity(after_commit):
+    from django.utils import timezone
+
+    from customers.activity import activity_track
+
+    recently_active = live({"field": "last_activity_at", "op": "within_last_days", "value": 7})
+    with after_commit():
+        customer = make_customer()
+    assert customer.pk not in members(recently_active)
+    with after_commit():
+        activity_track(actor=SYSTEM, customer_id=customer.pk, activity_type="login", occurred_at=timezone.now())
+    assert customer.pk in members(recently_active)
+
+
 def test_a_batch_of_ingestion_is_one_evaluation_task_with_every_customer(after_commit):
     """The real batch path: orders recorded, metrics recomputed for the batch (one record_many of
     customer.metrics.updated.v1), then one task evaluates all its customers."""
