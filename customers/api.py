@@ -329,6 +329,13 @@ def _customer_read_for_representation(customer_id: str) -> Customer:
     return found[0]
 
 
+# A profile body can fail to parse (MALFORMED_REQUEST), break a field's format, or name an external id
+# another customer has (a 400, unlike a taken email's 409).
+_PROFILE_INVALID = (
+    "VALIDATION_ERROR, MALFORMED_REQUEST, INVALID_EMAIL_FORMAT, INVALID_PHONE, EXTERNAL_ID_ALREADY_EXISTS"
+)
+
+
 @extend_schema_view(
     list=extend_schema(
         summary="List and search customers",
@@ -346,7 +353,7 @@ def _customer_read_for_representation(customer_id: str) -> Customer:
         responses={
             201: CustomerSerializer,
             **problems(
-                (400, "VALIDATION_ERROR, INVALID_EMAIL_FORMAT, INVALID_PHONE"),
+                (400, _PROFILE_INVALID),
                 (403, "PERMISSION_DENIED"),
                 (409, "EMAIL_ALREADY_EXISTS"),
             ),
@@ -368,10 +375,10 @@ def _customer_read_for_representation(customer_id: str) -> Customer:
         responses={
             200: CustomerSerializer,
             **problems(
-                (400, "VALIDATION_ERROR, INVALID_EMAIL_FORMAT, INVALID_PHONE"),
+                (400, _PROFILE_INVALID),
                 (403, "PERMISSION_DENIED"),
                 (404, "CUSTOMER_NOT_FOUND"),
-                (409, "EMAIL_ALREADY_EXISTS, CUSTOMER_ERASED, VERSION_CONFLICT"),
+                (409, "EMAIL_ALREADY_EXISTS, CUSTOMER_ERASED, CUSTOMER_MERGED, VERSION_CONFLICT"),
             ),
         },
     ),
@@ -382,10 +389,10 @@ def _customer_read_for_representation(customer_id: str) -> Customer:
         responses={
             200: CustomerSerializer,
             **problems(
-                (400, "VALIDATION_ERROR, INVALID_EMAIL_FORMAT, INVALID_PHONE"),
+                (400, _PROFILE_INVALID),
                 (403, "PERMISSION_DENIED"),
                 (404, "CUSTOMER_NOT_FOUND"),
-                (409, "EMAIL_ALREADY_EXISTS, CUSTOMER_ERASED, VERSION_CONFLICT"),
+                (409, "EMAIL_ALREADY_EXISTS, CUSTOMER_ERASED, CUSTOMER_MERGED, VERSION_CONFLICT"),
             ),
         },
     ),
@@ -517,10 +524,10 @@ class CustomerViewSet(
         responses={
             200: PreferencesSerializer,
             **problems(
-                (400, "VALIDATION_ERROR"),
+                (400, "VALIDATION_ERROR, MALFORMED_REQUEST"),
                 (403, "PERMISSION_DENIED"),
                 (404, "CUSTOMER_NOT_FOUND"),
-                (409, "CUSTOMER_ERASED"),
+                (409, "CUSTOMER_ERASED, CUSTOMER_MERGED"),
             ),
         },
     )
@@ -555,7 +562,7 @@ class CustomerViewSet(
         responses={
             200: CustomerSerializer,
             **problems(
-                (400, "VALIDATION_ERROR"),
+                (400, "VALIDATION_ERROR, MALFORMED_REQUEST"),
                 (403, "PERMISSION_DENIED"),
                 (404, "CUSTOMER_NOT_FOUND"),
                 (409, "INVALID_STATUS_TRANSITION"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+import yaml
 from django.apps import apps
 from django.conf import settings
 from django.core.management import call_command
@@ -42,6 +43,20 @@ def test_openapi_schema_validates_without_warnings(tmp_path):
     ]:
         assert path in text
     assert "EMAIL_ALREADY_EXISTS" in text and "customers:write" in text
+
+    paths = yaml.safe_load(text)["paths"]
+
+    def codes(path, method, status):
+        description = paths[path][method]["responses"][str(status)]["description"]
+        return set(description.removeprefix("application/problem+json; code: ").split(", "))
+
+    one, preferences = "/api/v1/customers/{id}", "/api/v1/customers/{id}/preferences"
+    for path, method in [("/api/v1/customers", "post"), (one, "put"), (one, "patch")]:
+        assert {"MALFORMED_REQUEST", "EXTERNAL_ID_ALREADY_EXISTS", "INVALID_EMAIL_FORMAT"} <= codes(path, method, 400)
+    for path, method in [(one, "put"), (one, "patch"), (preferences, "put"), (preferences, "patch")]:
+        assert {"CUSTOMER_ERASED", "CUSTOMER_MERGED"} <= codes(path, method, 409), (path, method)
+    for path, method in [(preferences, "put"), (preferences, "patch"), (one + "/status", "post")]:
+        assert "MALFORMED_REQUEST" in codes(path, method, 400), (path, method)
 
 
 @pytest.mark.django_db

@@ -302,6 +302,37 @@ class TestUpdate:
         response = api.patch(f"{URL}/{customer.pk}", {"order_count": 99}, format="json")
         assert response.status_code == 400 and "order_count" in response.json()["errors"]
 
+    @pytest.mark.parametrize(
+        "method, tail",
+        [("PUT", ""), ("PATCH", ""), ("PUT", "/preferences"), ("PATCH", "/preferences"), ("POST", "/status")],
+    )
+    def test_a_body_that_is_not_json_is_malformed_and_changes_nothing(self, api, method, tail):
+        customer = CustomerFactory(email="a@example.com")
+        response = api.generic(method, f"{URL}/{customer.pk}{tail}", "{not json", content_type="application/json")
+        assert response.status_code == 400 and problem_code(response) == "MALFORMED_REQUEST"
+        customer.refresh_from_db()
+        assert customer.version == 1
+
+    def test_a_merged_customer_cannot_be_changed_here(self, api, system_actor):
+        from customers import services
+
+        survivor = CustomerFactory(email="a@example.com")
+        merged = CustomerFactory(email="b@example.com", first_name="Bea")
+        services.customer_merge(actor=system_actor, survivor_id=survivor.pk, merged_id=merged.pk)
+        version = Customer.objects.get(pk=merged.pk).version
+        whole_preferences = {**api.get(f"{URL}/{merged.pk}/preferences").json(), "theme": "dark"}
+        whole_preferences.pop("updated_at")
+        for method, tail, body in [
+            ("patch", "", {"first_name": "X"}),
+            ("put", "", {"email": "b@example.com", "first_name": "X"}),
+            ("patch", "/preferences", {"theme": "dark"}),
+            ("put", "/preferences", whole_preferences),
+        ]:
+            response = getattr(api, method)(f"{URL}/{merged.pk}{tail}", body, format="json")
+            assert response.status_code == 409 and problem_code(response) == "CUSTOMER_MERGED", (method, tail)
+        merged.refresh_from_db()
+        assert merged.first_name == "Bea" and merged.version == version and merged.preferences.theme != "dark"
+
 
 class TestPreferences:
     def test_get_put_patch(self, api):
