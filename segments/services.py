@@ -350,6 +350,17 @@ def _static_segment_for_change(segment_id) -> Segment:
     return segment
 
 
+def _dependents_follow(segment: Segment, customer_ids) -> None:
+    """Dynamic segments whose rules say "in segment <this one>" follow a change of its members by hand
+    or import: after commit, the customers it changed are re-evaluated, as after any change of theirs."""
+    if not customer_ids or not selectors.dependents(segment.code):
+        return
+    from segments.subscribers import queue_customer_evaluations
+
+    changed = [str(customer_id) for customer_id in customer_ids]
+    transaction.on_commit(lambda: queue_customer_evaluations(changed, cause=f"members of {segment.code}"))
+
+
 def _refresh_member_count(segment: Segment) -> None:
     segment.member_count = selectors.current_memberships().filter(segment=segment).count()
     Segment.objects.filter(pk=segment.pk).update(member_count=segment.member_count, updated_at=timezone.now())
@@ -391,6 +402,7 @@ def segment_members_add(
     result.unchanged = [item for item in candidates if item not in joined_set]
     if joined:
         _refresh_member_count(segment)
+        _dependents_follow(segment, joined)
     return result
 
 
@@ -411,6 +423,7 @@ def segment_members_remove(*, actor: Actor, segment_id: UUID | str, customer_ids
     result.unchanged = [item for item in wanted if item not in left_set]
     if left:
         _refresh_member_count(segment)
+        _dependents_follow(segment, left)
     return result
 
 
@@ -498,6 +511,7 @@ def segment_members_import(
             raise SegmentUpdateFailed(f"Members of segment {segment.code} could not be replaced.") from error
         if result.removed:
             _refresh_member_count(segment)
+            _dependents_follow(segment, result.removed)
     return result
 
 

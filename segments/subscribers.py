@@ -40,17 +40,20 @@ EVALUATION_BATCH = 500
 def queue_evaluations(*, events, actor=None) -> None:
     """After commit, once per `record_many` call: queue one task with the ids of every customer the
     events are about (a batch of ingestion is one task, not one per event)."""
+    customer_ids = list(dict.fromkeys(str((event.data or {}).get("customer_id") or event.subject) for event in events))
+    queue_customer_evaluations(customer_ids, cause=events[0].event_type)
+
+
+def queue_customer_evaluations(customer_ids: list[str], *, cause: str) -> None:
+    """Queue the evaluation of these customers, `EVALUATION_BATCH` per task (call it after commit)."""
     from segments import tasks
 
-    customer_ids = list(dict.fromkeys(str((event.data or {}).get("customer_id") or event.subject) for event in events))
     for start in range(0, len(customer_ids), EVALUATION_BATCH):
         chunk = customer_ids[start : start + EVALUATION_BATCH]
         try:
             tasks.evaluate_customers.delay(chunk)
         except Exception:  # the change is committed: a broker outage must not fail the request
-            logger.exception(
-                "could not queue the segment evaluation of %d customer(s) (%s)", len(chunk), events[0].event_type
-            )
+            logger.exception("could not queue the segment evaluation of %d customer(s) (%s)", len(chunk), cause)
 
 
 def subscribe_all() -> None:

@@ -286,6 +286,24 @@ def test_dependent_segments_follow_within_one_evaluation():
     assert customer.pk in members(base) and customer.pk in members(derived)
 
 
+def test_dynamic_segments_follow_a_static_one_they_name(after_commit):
+    listed = make_segment(code="hand_picked")  # static
+    follower = live({"field": "segments", "op": "contains", "value": "hand_picked"}, code="hand_picked_follower")
+    with after_commit():
+        ann, bob = make_customer(), make_customer()
+    with after_commit():
+        services.segment_members_add(actor=SYSTEM, segment_id=listed.pk, customer_ids=[ann.pk, bob.pk])
+    assert members(follower) == {ann.pk, bob.pk}
+    with after_commit():
+        services.segment_members_remove(actor=SYSTEM, segment_id=listed.pk, customer_ids=[bob.pk])
+    assert members(follower) == {ann.pk}
+    with after_commit():
+        services.segment_members_import(
+            actor=SYSTEM, segment_id=listed.pk, rows=[{"customer_id": str(bob.pk)}], replace=True
+        )
+    assert members(follower) == {bob.pk}
+
+
 def test_evaluation_is_a_handful_of_queries(django_assert_max_num_queries):
     customer = make_customer(metrics={"order_count": 3})
     services.customer_segments_evaluate(actor=SYSTEM, customer_id=customer.pk)
