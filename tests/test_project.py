@@ -58,6 +58,15 @@ def test_openapi_schema_validates_without_warnings(tmp_path):
     for path, method in [(preferences, "put"), (preferences, "patch"), (one + "/status", "post")]:
         assert "MALFORMED_REQUEST" in codes(path, method, 400), (path, method)
 
+    # The probes are documented, without a security requirement (no token needed).
+    live, ready = paths["/health/live"]["get"], paths["/health/ready"]["get"]
+    assert set(live["responses"]) == {"200"} and set(ready["responses"]) == {"200", "503"}
+    assert "security" not in live and "security" not in ready
+    unavailable = ready["responses"]["503"]["content"]["application/json"]["schema"]["$ref"]
+    assert unavailable == ready["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    # Paths outside /api in the schema do not rename the API's operations (clients generate code from them).
+    assert paths["/api/v1/customers"]["get"]["operationId"] == "v1_customers_list"
+
 
 @pytest.mark.django_db
 def test_schema_and_docs_are_served(client):

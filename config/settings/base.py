@@ -135,6 +135,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Operation ids and tags are named from the path after /api (`v1_customers_list`), as before the
+    # health probes (outside /api) joined the schema.
+    "SCHEMA_PATH_PREFIX": "/api",
     "ENUM_NAME_OVERRIDES": {},
 }
 
@@ -193,6 +196,7 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
         "NoteKindEnum": "customers.models.NoteKind",
         "WritableNoteKindEnum": "customers.notes_api.WRITABLE_NOTE_KINDS",
         "PrivacyRequestKindEnum": "privacy.models.RequestKind",
+        "HealthDependencyEnum": "customers.health.DEPENDENCIES",
     }
 )
 CELERY_BEAT_SCHEDULE.update(

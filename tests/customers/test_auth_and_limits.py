@@ -211,6 +211,12 @@ class TestHealth:
         response = client.get("/health/ready")
         assert response.status_code == 200 and response.json()["checks"] == {"postgresql": True, "redis": True}
 
+    def test_probes_need_no_token_and_answer_json_whatever_they_accept(self, client):
+        for path in ("/health/live", "/health/ready"):
+            response = client.get(path, HTTP_AUTHORIZATION="Bearer not.a.jwt", HTTP_ACCEPT="text/plain")
+            assert response.status_code == 200, (path, response.content)
+            assert response["Content-Type"] == "application/json" and response.json()["status"] == "ok"
+
     def test_ready_names_redis_when_it_is_down(self, client, settings):
         settings.CACHES = {**settings.CACHES, "default": settings.CACHES["unreachable"]}
         response = client.get("/health/ready")
