@@ -6,6 +6,9 @@ import pytest
 from django.core.management import call_command
 
 from customers.actor import SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE
+from customers.models import OutboxEvent
+from segments import events as segment_events
+from segments import services
 from segments.models import Segment, SegmentCalculation, SegmentMembership
 from tests.segments.conftest import SYSTEM, grant, make_customer, make_segment, members, recalculate
 
@@ -329,6 +332,112 @@ class TestCustomerSegments:
         recalculate(segment)
         [item] = [i for i in api.get(f"/api/v1/customers/{customer.pk}/segments").json() if i["code"] == segment.code]
         assert item["score"] == 2.5 and item["source"] == "rule" and item["kind"] == "dynamic"
+
+
+@pytest.fixture
+def world():
+    """A calculated dynamic segment and a static one, each with the same member; a customer in neither."""
+    member, outsider = make_customer(metrics={"total_spent": Decimal("500")}), make_customer()
+    dynamic = make_segment(SPENDERS, code="spenders")
+    recalculate(dynamic)
+    static = make_segment(code="hand")
+    services.segment_members_add(actor=SYSTEM, segment_id=static.pk, customer_ids=[member.pk])
+    assert members(dynamic) == members(static) == {member.pk}
+    return {"member": member, "outsider": outsider, "dynamic": dynamic, "static": static}
+
+
+def everything(world) -> tuple:
+    """What a request that changed something would have changed: segments, memberships, jobs, events."""
+    return (
+        list(Segment.objects.order_by("pk").values()),
+        list(SegmentMembership.objects.order_by("pk").values()),
+        list(SegmentCalculation.objects.order_by("pk").values()),
+        OutboxEvent.objects.count(),
+        world["dynamic"].history.count(),
+        world["static"].history.count(),
+    )
+
+
+# (method, path, body, the status an admin token gets, whether that changes anything)
+NEEDS_ADMIN = {
+    "replace": (
+        "put",
+        "/api/v1/segments/{dynamic}",
+        {"code": "spenders", "name": "Renamed", "rules": {"field": "total_spent", "op": "gte", "value": 250}},
+        200,
+        True,
+    ),
+    "calculate": ("post", "/api/v1/segments/{dynamic}/calculate", None, 202, True),
+    "preview": ("get", "/api/v1/segments/{dynamic}/preview", None, 200, False),
+    "members_bulk": (
+        "post",
+        "/api/v1/segments/{static}/members/bulk",
+        {"add": ["{outsider}"], "remove": ["{member}"]},
+        200,
+        True,
+    ),
+    "remove_member": ("delete", "/api/v1/customers/{member}/segments/{static}", None, 204, True),
+}
+NEEDS_READ = {
+    "segment_members": "/api/v1/segments/{dynamic}/customers",
+    "customer_segments": "/api/v1/customers/{member}/segments",
+    "customer_tier": "/api/v1/customers/{member}/tier",
+    "overlap": "/api/v1/segments/overlap?ids={dynamic},{static}",
+}
+
+
+def _ids(world) -> dict:
+    return {name: str(value.pk) for name, value in world.items()}
+
+
+def _send(client, method, path, body, world):
+    """The request, with the world's ids filled into the path and into the body's id lists."""
+    ids = _ids(world)
+    send = getattr(client, method)
+    if body is None:
+        return send(path.format(**ids))
+    filled = {
+        key: [item.format(**ids) for item in value] if isinstance(value, list) else value for key, value in body.items()
+    }
+    return send(path.format(**ids), filled, format="json")
+
+
+class TestScopes:
+    @pytest.mark.parametrize("endpoint", NEEDS_ADMIN)
+    def test_managing_without_the_admin_scope_is_denied_and_changes_nothing(
+        self, endpoint, api, admin_api, world, django_capture_on_commit_callbacks
+    ):
+        method, path, body, allowed, changes = NEEDS_ADMIN[endpoint]
+        before = everything(world)
+        with django_capture_on_commit_callbacks() as queued:
+            problem(_send(api, method, path, body, world), 403, "PERMISSION_DENIED")
+        assert queued == []  # no calculation (or anything else) waits for the commit
+        assert everything(world) == before
+        assert members(world["static"]) == members(world["dynamic"]) == {world["member"].pk}
+        # The same request with customers:admin goes through: the denial was the scope, not the request.
+        response = _send(admin_api, method, path, body, world)
+        assert response.status_code == allowed, response.content
+        assert (everything(world) != before) is changes
+
+    @pytest.mark.parametrize("scopes", [[SCOPE_WRITE], [SCOPE_WRITE, SCOPE_ADMIN]], ids=["write", "write_admin"])
+    @pytest.mark.parametrize("endpoint", NEEDS_READ)
+    def test_reading_memberships_needs_the_read_scope(self, endpoint, scopes, api_client, reader, world):
+        path = NEEDS_READ[endpoint].format(**_ids(world))
+        body = problem(api_client(scopes).get(path), 403, "PERMISSION_DENIED")
+        assert SCOPE_READ in body["detail"]
+        assert reader.get(path).status_code == 200
+
+    def test_a_member_of_a_dynamic_segment_cannot_be_removed_by_hand(self, admin_api, world):
+        member, dynamic = world["member"], world["dynamic"]
+        [row] = SegmentMembership.objects.filter(segment=dynamic, customer=member)
+        removed_before = OutboxEvent.objects.filter(event_type=segment_events.SEGMENT_REMOVED).count()
+        problem(admin_api.delete(f"/api/v1/customers/{member.pk}/segments/{dynamic.pk}"), 409, "SEGMENT_NOT_STATIC")
+        assert list(SegmentMembership.objects.filter(segment=dynamic, customer=member)) == [row]
+        row.refresh_from_db()
+        assert row.left_at is None
+        assert OutboxEvent.objects.filter(event_type=segment_events.SEGMENT_REMOVED).count() == removed_before
+        dynamic.refresh_from_db()
+        assert dynamic.member_count == 1
 
 
 def test_schema_documents_the_segment_endpoints(tmp_path):
