@@ -1,6 +1,12 @@
+from datetime import timedelta
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
+from customers import services
+from customers.actor import Actor
 from customers.models import Customer, CustomerStatusChange, OutboxEvent
 from customers.roles import ADMINISTRATOR, COMPLIANCE, CUSTOMER_SERVICE, MARKETING
 from tests.factories import CustomerFactory
@@ -116,6 +122,51 @@ def test_rep_edit_goes_through_the_service(client, staff):
     assert event.metadata["actor"] == "staff:rep1"
     last = Customer.history.filter(id=customer.pk).latest("history_date")
     assert last.history_user == rep and last.history_actor == "staff:rep1"
+
+
+def test_the_changelist_filters_list_only_the_matching_customers(client, staff):
+    ann = CustomerFactory(email="ann@example.com", registration_source="mobile")
+    bob = CustomerFactory(email="bob@example.com", customer_type="business", company_name="Acme")
+    services.customer_change_status(actor=Actor.system("tests"), customer_id=bob.pk, status="inactive", reason="t")
+    old = CustomerFactory(email="old@example.com")
+    Customer.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=400))
+    client.force_login(staff(CUSTOMER_SERVICE))
+
+    def listed(query_string):
+        page = client.get(CHANGELIST + query_string)
+        assert page.status_code == 200, query_string
+        return set(page.context["cl"].result_list)
+
+    assert listed("") == {ann, bob, old}
+    assert listed("?status__exact=inactive") == {bob}
+    assert listed("?status__exact=active") == {ann, old}
+    assert listed("?customer_type__exact=business") == {bob}
+    assert listed("?customer_type__exact=individual") == {ann, old}
+    assert listed("?registration_source__exact=mobile") == {ann}
+    assert listed("?status__exact=active&registration_source__exact=mobile") == {ann}
+    # The created date filter, through the links its own sidebar offers.
+    page = client.get(CHANGELIST)
+    (created,) = [spec for spec in page.context["cl"].filter_specs if spec.title == "created at"]
+    links = {choice["display"]: choice["query_string"] for choice in created.choices(page.context["cl"])}
+    assert listed(links["Past 7 days"]) == {ann, bob}
+    assert listed(links["This year"]) == {ann, bob}
+    assert listed(links["Any date"]) == {ann, bob, old}
+
+
+@pytest.mark.parametrize("group", [CUSTOMER_SERVICE, ADMINISTRATOR])
+def test_purchase_metrics_are_read_only_on_the_change_form(client, staff, group):
+    customer = CustomerFactory(email="a@example.com", first_name="Ann")
+    Customer.objects.filter(pk=customer.pk).update(order_count=3, total_spent=Decimal("120.00"))
+    client.force_login(staff(group))
+    page = client.get(f"{CHANGELIST}{customer.pk}/change/")
+    assert b'name="order_count"' not in page.content and b'name="total_spent"' not in page.content
+    data = _change_form_data(client, customer)
+    data.update({"first_name": "Anna", "order_count": "999", "total_spent": "99999.00"})
+    response = client.post(f"{CHANGELIST}{customer.pk}/change/", data)
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else ""
+    customer.refresh_from_db()
+    assert customer.first_name == "Anna"  # the form was saved, but not the metrics
+    assert (customer.order_count, customer.total_spent) == (3, Decimal("120.00"))
 
 
 def test_rep_sees_service_validation_on_the_field(client, staff):
