@@ -101,18 +101,28 @@ def customer_get(*, actor: Actor, customer_id: UUID | str, queryset: QuerySet[Cu
 _CUSTOMER_NUMBER = re.compile(r"^[Cc](\d{1,9})$")
 
 
-def _customer_number_filter(term: str) -> Q | None:
-    """`C001550425` exactly, `C00155` as a prefix, `1550425` as the number without its C and zeros.
+# Digits of a customer number, past its leading zeros, that a partial number must give: fewer match
+# hundreds of numbers out of a million.
+PARTIAL_NUMBER_DIGITS = 5
 
-    Never a substring search: every customer number shares the trigrams of `C00…`, so one would read
-    much of the trigram index on a million customers.
+
+def _customer_number_filter(term: str) -> Q | None:
+    """`C001550425` exactly, `C00155` as a prefix, `1550425` as the number without its C and zeros,
+    and at least `PARTIAL_NUMBER_DIGITS` digits as part of one (`55042`).
+
+    The part is matched without its leading zeros: every number holds `C00` and the trigrams of
+    zeros, so a part starting with them would read much of the trigram index on a million customers.
     """
     found = _CUSTOMER_NUMBER.match(term)
     if found:
         number = term.upper()
         return Q(customer_number=number) if len(number) == 10 else Q(customer_number__startswith=number)
     if term.isdigit() and len(term) <= 9:
-        return Q(customer_number="C" + term.zfill(9))
+        match = Q(customer_number="C" + term.zfill(9))
+        significant = term.lstrip("0")
+        if len(significant) >= PARTIAL_NUMBER_DIGITS:
+            match |= Q(customer_number__icontains=significant)
+        return match
     return None
 
 

@@ -248,6 +248,21 @@ class TestReadAndList:
         assert found(ann.customer_number) == [str(ann.pk)]
         assert found("zzz") == []
 
+    def test_search_by_part_of_a_customer_number(self, api):
+        ann = CustomerFactory(email="ann@example.com", phone="")
+        bob = CustomerFactory(email="bob@example.com", phone="")
+        Customer.objects.filter(pk=ann.pk).update(customer_number="C001550425")
+        Customer.objects.filter(pk=bob.pk).update(customer_number="C000155042")
+
+        def found(q):
+            return {c["customer_number"] for c in api.get(URL, {"q": q}).json()["results"]}
+
+        assert found("550425") == {"C001550425"}  # the middle and the end of one number
+        assert found("55042") == {"C001550425", "C000155042"}
+        assert found("155042") == {"C001550425", "C000155042"}  # bob's number exactly (1550425 without zeros)
+        assert found("0155042") == {"C001550425", "C000155042"}  # leading zeros do not narrow a part
+        assert found("5504") == set()  # too few digits to be a part of a number
+
     def test_ordering(self, api):
         CustomerFactory(email="a@example.com", last_name="Zed")
         CustomerFactory(email="b@example.com", last_name="Abe")
