@@ -1,5 +1,6 @@
 """The segments API under /api/v1: definitions, calculations, members, overlap, a customer's segments and tier."""
 
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
@@ -332,6 +333,32 @@ class TestCustomerSegments:
         recalculate(segment)
         [item] = [i for i in api.get(f"/api/v1/customers/{customer.pk}/segments").json() if i["code"] == segment.code]
         assert item["score"] == 2.5 and item["source"] == "rule" and item["kind"] == "dynamic"
+
+    def test_leaving_and_rejoining_a_static_segment_keeps_the_closed_membership(self, admin_api):
+        customer = make_customer()
+        static = make_segment(code="beta_testers")
+        url = f"/api/v1/customers/{customer.pk}/segments"
+        assert admin_api.post(url, {"segment_id": str(static.pk)}, format="json").status_code == 201
+        assert admin_api.delete(f"{url}/{static.pk}").status_code == 204
+        assert admin_api.post(url, {"segment_id": str(static.pk)}, format="json").status_code == 201
+        first, second = SegmentMembership.objects.filter(segment=static, customer=customer).order_by("joined_at", "id")
+        assert first.left_at is not None and second.left_at is None
+        assert second.joined_at > first.left_at
+        assert second.pk != first.pk and (first.source, second.source) == ("manual", "manual")
+        assert members(static) == {customer.pk}
+        events = [
+            event
+            for event in OutboxEvent.objects.filter(subject=str(customer.pk)).order_by("occurred_at", "sequence")
+            if event.event_type.startswith("customer.segment.") and event.data.get("segment_id") == str(static.pk)
+        ]
+        assert [event.event_type for event in events] == [
+            segment_events.SEGMENT_ASSIGNED,
+            segment_events.SEGMENT_REMOVED,
+            segment_events.SEGMENT_ASSIGNED,
+        ]
+        assert events[1].data["reason"] == segment_events.LEFT_MANUAL
+        stamps = [events[0].data["joined_at"], events[1].data["left_at"], events[2].data["joined_at"]]
+        assert [datetime.fromisoformat(stamp) for stamp in stamps] == [first.joined_at, first.left_at, second.joined_at]
 
 
 @pytest.fixture
