@@ -1,8 +1,9 @@
 from datetime import date, timedelta
 
 import pytest
+from django.utils import timezone
 
-from customers.models import Customer, CustomerStatusChange, OutboxEvent
+from customers.models import Customer, CustomerPreferences, CustomerStatusChange, OutboxEvent
 from tests.factories import CustomerFactory
 
 pytestmark = pytest.mark.django_db
@@ -202,17 +203,21 @@ class TestReadAndList:
         assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
 
     def test_list_is_cursor_paginated_with_page_size_capped(self, api):
-        for n in range(25):
-            CustomerFactory(email=f"p{n}@example.com")
+        now = timezone.now()
+        customers = Customer.objects.bulk_create(
+            Customer(email=f"p{n}@example.com", created_at=now - timedelta(seconds=n)) for n in range(105)
+        )
+        CustomerPreferences.objects.bulk_create(CustomerPreferences(customer=c, updated_at=now) for c in customers)
         page = api.get(URL).json()
         assert set(page) == {"next", "previous", "results"}
-        assert len(page["results"]) == 20 and page["previous"] is None
-        rest = api.get(page["next"]).json()
-        assert len(rest["results"]) == 5 and rest["next"] is None
-        seen = {c["id"] for c in page["results"]} | {c["id"] for c in rest["results"]}
-        assert len(seen) == 25
+        assert len(page["results"]) == 20 and page["previous"] is None and page["next"] is not None
         assert len(api.get(URL, {"page_size": 3}).json()["results"]) == 3
-        assert len(api.get(URL, {"page_size": 500}).json()["results"]) == 25  # cap is 100
+        capped = api.get(URL, {"page_size": 500}).json()
+        assert len(capped["results"]) == 100 and capped["next"] is not None  # the cap is 100
+        rest = api.get(capped["next"]).json()
+        assert len(rest["results"]) == 5 and rest["next"] is None
+        seen = {c["id"] for c in capped["results"]} | {c["id"] for c in rest["results"]}
+        assert len(seen) == 105
 
     def test_filters(self, api, system_actor):
         from customers import services
