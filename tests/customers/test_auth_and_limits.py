@@ -37,6 +37,7 @@ class TestAuthentication:
     def test_no_token(self):
         response = APIClient().get(URL)
         assert response.status_code == 401
+        assert response["Content-Type"] == "application/problem+json"
         assert response.json()["code"] == "NOT_AUTHENTICATED"
         assert response["WWW-Authenticate"].startswith("Bearer")
 
