@@ -167,8 +167,6 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict = {}
 CELERY_BEAT_SCHEDULE_FILENAME = env("CELERY_BEAT_SCHEDULE_FILENAME", default=str(BASE_DIR / ".celerybeat-schedule"))
 
-OUTBOX_RETENTION = timedelta(days=7)
-
 # Events (customers.messaging): the relay publishes the outbox to EVENTS_EXCHANGE (topic, routing key
 # = event type); the consumer reads other services' events from EVENTS_INBOUND_EXCHANGE through our
 # durable EVENTS_INBOUND_QUEUE. Redis or RabbitMQ, by URL alone. `make run` starts both processes.
@@ -185,6 +183,8 @@ EVENTS_RELAY_PRUNE_INTERVAL_SECONDS = 300
 EVENTS_RELAY_TASK_SECONDS = 20  # how long the beat task relays before it returns
 EVENTS_INBOUND_BATCH_SIZE = env.int("EVENTS_INBOUND_BATCH_SIZE", default=500)
 EVENTS_INBOUND_BATCH_WAIT_MS = env.int("EVENTS_INBOUND_BATCH_WAIT_MS", default=100)
+# How long published outbox rows, inbox rows and resolved dead letters are kept (customers.tasks.prune_events).
+OUTBOX_RETENTION = timedelta(days=env.int("OUTBOX_RETENTION_DAYS", default=7))
 INBOX_RETENTION = timedelta(days=env.int("INBOX_RETENTION_DAYS", default=30))
 DEAD_LETTER_RETENTION = timedelta(days=env.int("DEAD_LETTER_RETENTION_DAYS", default=90))
 SUPPORT_SATISFACTION_WINDOW = 20  # the rolling average covers the latest N closed cases
