@@ -109,6 +109,11 @@ def test_production_starts_with_them_and_is_locked_down():
         "DATABASE_URL": "postgres://u@db/x",
         "JWT_SIGNING_KEY": "k" * 40,
     }
+    assert _printed_by_a_fresh_process(code, env) == "False True True True True"
+
+
+def _printed_by_a_fresh_process(code: str, env: dict) -> str:
+    """The last line `code` prints in a `manage.py shell` started with `env` (settings read anew)."""
     out = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", code],
         cwd=ROOT,
@@ -117,7 +122,17 @@ def test_production_starts_with_them_and_is_locked_down():
         text=True,
         timeout=60,
     )
-    assert out.stdout.strip().splitlines()[-1] == "False True True True True"
+    lines = out.stdout.strip().splitlines()
+    assert lines, out.stderr
+    return lines[-1]
+
+
+def test_the_outbox_retention_comes_from_the_environment():
+    if "OUTBOX_RETENTION_DAYS" not in os.environ:
+        assert settings.OUTBOX_RETENTION.days == 7  # the default
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "OUTBOX_RETENTION_DAYS": "3"}
+    code = "from django.conf import settings; print(settings.OUTBOX_RETENTION.days)"
+    assert _printed_by_a_fresh_process(code, env) == "3"
 
 
 def test_issue_token_command(capsys):
