@@ -11,7 +11,7 @@ from django.utils import timezone
 from customers import activity, services, tasks
 from customers import cache as customer_cache
 from customers.actor import SCOPE_READ, Actor
-from customers.models import Customer, CustomerActivity
+from customers.models import Customer, CustomerActivity, OutboxEvent
 from tests.factories import CustomerFactory
 
 pytestmark = pytest.mark.django_db
@@ -154,6 +154,42 @@ class TestOurEventsOnTheTimeline:
         assert entries["status_changed"].summary == "Status active → inactive"
         assert "Zoe" not in str(entries["status_changed"].data)  # the reason is personal
         assert entries["registered"].source == "customer-service" and entries["registered"].event_id
+
+    def test_address_and_consent_changes_land_from_their_own_events(self, customer):
+        from addresses import services as address_services
+        from consent import services as consent_services
+        from tests.addresses.factories import make_address
+
+        actor = Actor.system("tests")
+        make_address(customer, country="DE")  # the first shipping address: the default too
+        work = make_address(customer, country="FR", label="Work")
+        address_services.address_set_default(actor=actor, customer_id=customer.pk, address_id=work.pk, kind="shipping")
+        for status in ("granted", "revoked"):
+            consent_services.consent_change(
+                actor=actor, customer_id=customer.pk, purpose_code="marketing_email", status=status, source="web"
+            )
+        kinds = ("address_added", "default_address_changed", "consent_granted", "consent_revoked")
+        entries = list(CustomerActivity.objects.filter(customer=customer, type__in=kinds).order_by("occurred_at", "pk"))
+        assert [(e.type, e.summary) for e in entries] == [
+            ("address_added", "Address added (shipping, DE)"),
+            ("default_address_changed", "Default shipping address changed"),
+            ("address_added", "Address added (shipping, FR)"),
+            ("default_address_changed", "Default shipping address changed"),
+            ("consent_granted", "Consent granted: marketing_email"),
+            ("consent_revoked", "Consent revoked: marketing_email"),
+        ]
+        # Each entry is one of our outbound events, named by its id.
+        outbox = dict(OutboxEvent.objects.filter(subject=str(customer.pk)).values_list("event_id", "event_type"))
+        assert [outbox[e.event_id] for e in entries] == [
+            "customer.address.added.v1",
+            "customer.default_address.changed.v1",
+            "customer.address.added.v1",
+            "customer.default_address.changed.v1",
+            "customer.consent.granted.v1",
+            "customer.consent.revoked.v1",
+        ]
+        assert {e.source for e in entries} == {"customer-service"}
+        assert entries[3].data["new_address_id"] == str(work.pk)
 
     def test_inbound_events_land_too(self, customer):
         from tests.events.test_inbound import apply, order
