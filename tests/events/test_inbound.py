@@ -240,12 +240,16 @@ class TestSupportAndLoyalty:
         settings.SUPPORT_SATISFACTION_WINDOW = 2
         apply(self.case(customer, "c-1", 5, T0), self.case(customer, "c-2", 3, T0 + timedelta(days=1)))
         assert Customer.objects.get(pk=customer.pk).satisfaction_score == Decimal("4.00")
+        (event,) = metrics_events(customer)  # one per batch that changed the score
+        assert (event.data["changed_fields"], event.data["satisfaction_score"]) == (["satisfaction_score"], "4.00")
+        assert event.data["version"] == Customer.objects.get(pk=customer.pk).version
         apply(self.case(customer, "c-3", 2, T0 + timedelta(days=2)))  # c-1 leaves the window
         assert Customer.objects.get(pk=customer.pk).satisfaction_score == Decimal("2.50")
         apply(self.case(customer, "c-3", 4, T0 + timedelta(days=3)))  # re-closed with a new rating
         assert Customer.objects.get(pk=customer.pk).satisfaction_score == Decimal("3.50")
         entries = CustomerActivity.objects.filter(customer=customer, type="support_case_closed")
         assert entries.count() == 4
+        assert sorted(e.data["satisfaction_score"] for e in metrics_events(customer)) == ["2.50", "3.50", "4.00"]
         assert entries.filter(summary="Support case c-1 closed, rated 5/5", source="support").exists()
 
     def test_loyalty_points_add_up_once(self, customer):
