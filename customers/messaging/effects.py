@@ -357,7 +357,10 @@ def customer_identity_link(*, actor: Actor, batch: Batch, messages: list) -> Non
 
 
 def customer_identity_delete(*, actor: Actor, batch: Batch, messages: list) -> None:
-    """Deactivate the customer and ask privacy to erase it (privacy holds it while orders are open)."""
+    """Deactivate the customer and ask privacy to erase it (privacy holds it while orders are open).
+
+    A suspended customer stays suspended (its erasure is still requested): suspension is stronger than
+    deactivation, and only customers:admin lifts it."""
     for message in sorted(messages, key=lambda m: m.occurred_at):
         customer = Customer.objects.filter(external_id=message.data["user_id"]).first()
         if customer is None:

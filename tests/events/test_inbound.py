@@ -306,6 +306,24 @@ class TestIdentity:
         assert request.data["has_open_orders"] is True and request.data["requested_by"] == "identity"
         assert CustomerActivity.objects.filter(customer=customer, type="erasure_requested").exists()
 
+    def test_deleting_a_suspended_customer_keeps_it_suspended_and_files_the_erasure_request(self, customer):
+        from customers import services
+        from customers.actor import Actor
+        from privacy.models import DataSubjectRequest, RequestKind
+
+        Customer.objects.filter(pk=customer.pk).update(external_id="u-9")
+        services.customer_change_status(
+            actor=Actor.system("tests"), customer_id=customer.pk, status="suspended", reason="chargeback fraud"
+        )
+        assert apply(self.deleted("u-9")).applied == 1
+        customer.refresh_from_db()
+        assert customer.status == CustomerStatus.SUSPENDED  # not deactivated: only customers:admin lifts it
+        assert not OutboxEvent.objects.filter(event_type="customer.deactivated.v1", subject=str(customer.pk)).exists()
+        request = OutboxEvent.objects.get(event_type="customer.erasure_requested.v1", subject=str(customer.pk))
+        assert request.data["requested_by"] == "identity" and request.data["has_open_orders"] is False
+        filed = DataSubjectRequest.objects.get(customer_id=customer.pk, kind=RequestKind.ERASURE)
+        assert str(request.data["source_event_id"]) in filed.notes
+
     def test_deleting_an_unknown_user_waits_for_the_registration(self):
         assert apply(self.deleted("nobody")).parked == 1
         assert not OutboxEvent.objects.filter(event_type="customer.erasure_requested.v1").exists()
