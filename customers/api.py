@@ -96,7 +96,8 @@ class PreferencesInputSerializer(StrictSerializer):
 
 
 class MetricsSerializer(serializers.Serializer):
-    order_count = serializers.IntegerField()
+    order_count = serializers.IntegerField(help_text="Open and completed orders")
+    open_order_count = serializers.IntegerField(help_text="Orders placed and not completed, cancelled or refunded yet")
     total_spent = serializers.DecimalField(max_digits=14, decimal_places=2, coerce_to_string=True)
     currency = serializers.CharField(source="spent_currency")
     average_order_value = serializers.DecimalField(max_digits=14, decimal_places=2, coerce_to_string=True)

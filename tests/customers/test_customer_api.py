@@ -49,6 +49,7 @@ class TestCreate:
         assert body["preferences"]["notifications"]["order_updates"] is True
         assert body["metrics"] == {
             "order_count": 0,
+            "open_order_count": 0,
             "total_spent": "0.00",
             "currency": "USD",
             "average_order_value": "0.00",
