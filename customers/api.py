@@ -330,11 +330,9 @@ def _customer_read_for_representation(customer_id: str) -> Customer:
     return found[0]
 
 
-# A profile body can fail to parse (MALFORMED_REQUEST), break a field's format, or name an external id
-# another customer has (a 400, unlike a taken email's 409).
-_PROFILE_INVALID = (
-    "VALIDATION_ERROR, MALFORMED_REQUEST, INVALID_EMAIL_FORMAT, INVALID_PHONE, EXTERNAL_ID_ALREADY_EXISTS"
-)
+# A profile body can break a field's format or name an external id another customer has (a 400, unlike
+# a taken email's 409). Every body's MALFORMED_REQUEST is documented by `schema.document_request_body_problems`.
+_PROFILE_INVALID = "VALIDATION_ERROR, INVALID_EMAIL_FORMAT, INVALID_PHONE, EXTERNAL_ID_ALREADY_EXISTS"
 
 
 @extend_schema_view(
@@ -525,7 +523,7 @@ class CustomerViewSet(
         responses={
             200: PreferencesSerializer,
             **problems(
-                (400, "VALIDATION_ERROR, MALFORMED_REQUEST"),
+                (400, "VALIDATION_ERROR"),
                 (403, "PERMISSION_DENIED"),
                 (404, "CUSTOMER_NOT_FOUND"),
                 (409, "CUSTOMER_ERASED, CUSTOMER_MERGED"),
@@ -563,7 +561,7 @@ class CustomerViewSet(
         responses={
             200: CustomerSerializer,
             **problems(
-                (400, "VALIDATION_ERROR, MALFORMED_REQUEST"),
+                (400, "VALIDATION_ERROR"),
                 (403, "PERMISSION_DENIED"),
                 (404, "CUSTOMER_NOT_FOUND"),
                 (409, "INVALID_STATUS_TRANSITION"),

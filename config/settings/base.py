@@ -138,6 +138,10 @@ SPECTACULAR_SETTINGS = {
     # Operation ids and tags are named from the path after /api (`v1_customers_list`), as before the
     # health probes (outside /api) joined the schema.
     "SCHEMA_PATH_PREFIX": "/api",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "customers.schema.document_request_body_problems",
+    ],
     "ENUM_NAME_OVERRIDES": {},
 }
 

@@ -182,6 +182,13 @@ class TestCreate:
         assert response.status_code == 400
         assert problem_code(response) == "MALFORMED_REQUEST"
 
+    def test_a_body_of_another_media_type_is_refused(self, api):
+        response = api.generic("POST", URL, "email=a@example.com", content_type="text/plain")
+        assert response.status_code == 415
+        assert response["Content-Type"].startswith("application/problem+json")
+        assert problem_code(response) == "UNSUPPORTED_MEDIA_TYPE"
+        assert not Customer.objects.exists()
+
     def test_external_id_is_unique_when_set(self, api):
         assert api.post(URL, {"email": "a@example.com", "external_id": "L-1"}, format="json").status_code == 201
         assert api.post(URL, {"email": "b@example.com", "external_id": ""}, format="json").status_code == 201
