@@ -264,6 +264,12 @@ class CustomerFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(
         method="filter_q", help_text="Partial name, email, phone (any format) or customer number"
     )
+    # Exact identifiers, for services that look a customer up (a `q` for an email also finds longer ones).
+    email = django_filters.CharFilter(method="filter_email", help_text="Exactly this email, in any letter case")
+    customer_number = django_filters.CharFilter(
+        method="filter_customer_number", help_text="Exactly this customer number (C and 9 digits, any case)"
+    )
+    external_id = django_filters.CharFilter(field_name="external_id", help_text="Exactly this legacy system id")
 
     class Meta:
         model = Customer
@@ -274,6 +280,12 @@ class CustomerFilter(django_filters.FilterSet):
 
     def filter_q(self, queryset, name, value):
         return selectors.customer_search(queryset, value)
+
+    def filter_email(self, queryset, name, value):
+        return selectors.with_email(queryset, value.strip())
+
+    def filter_customer_number(self, queryset, name, value):
+        return queryset.filter(customer_number=value.strip().upper())
 
 
 # ---------------------------------------------------------------- views

@@ -261,6 +261,21 @@ class TestReadAndList:
         assert found(ann.customer_number) == [str(ann.pk)]
         assert found("zzz") == []
 
+    def test_exact_identifier_filters(self, api):
+        ann = CustomerFactory(email="ann@example.com", external_id="crm-1")
+        CustomerFactory(email="joann@example.com", external_id="crm-11")
+        CustomerFactory(email="ann@example.com.au")
+
+        def found(**params):
+            return [c["id"] for c in api.get(URL, params).json()["results"]]
+
+        assert len(found(q="ann@example.com")) == 3  # a search finds the longer emails too
+        assert found(email=" ANN@Example.com ") == [str(ann.pk)]
+        assert found(customer_number=ann.customer_number.lower()) == [str(ann.pk)]
+        assert found(external_id="crm-1") == [str(ann.pk)]
+        assert found(email="ann@example.com", status="inactive") == []
+        assert found(email="nobody@example.com") == []
+
     def test_search_by_part_of_a_customer_number(self, api):
         ann = CustomerFactory(email="ann@example.com", phone="")
         bob = CustomerFactory(email="bob@example.com", phone="")
