@@ -19,18 +19,6 @@ CHANGELIST = "/admin/customers/customer/"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def staff(django_user_model):
-    def make(group_name, username=None):
-        user = django_user_model.objects.create_user(
-            username or group_name.lower().replace(" ", "_"), password="x", is_staff=True
-        )
-        user.groups.add(Group.objects.get(name=group_name))
-        return user
-
-    return make
-
-
 @pytest.mark.parametrize("group", [CUSTOMER_SERVICE, COMPLIANCE, MARKETING, ADMINISTRATOR])
 def test_every_group_opens_the_customer_pages_and_searches(client, staff, group):
     ann = CustomerFactory(email="ann.lee@example.com", first_name="Ann", last_name="Lee", phone="+14155552671")
