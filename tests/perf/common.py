@@ -176,6 +176,22 @@ def busy_processes(min_cpu: float = 15.0) -> list[str]:
     return busy
 
 
+def machine_speed() -> dict:
+    """How fast this machine's cores are right now, in work that none of our code does: a Python loop
+    and a PostgreSQL count, in ms (lower is faster). The same code has run 2.5-3.7x slower on some
+    days than on others here; these two figures tell such a day from a regression."""
+    started = time.perf_counter()
+    total = 0
+    for number in range(2_000_000):
+        total += number * number
+    python_ms = (time.perf_counter() - started) * 1000
+    with connect() as conn:
+        started = time.perf_counter()
+        conn.execute("SELECT count(*) FROM generate_series(1, 3000000)").fetchone()
+        postgres_ms = (time.perf_counter() - started) * 1000
+    return {"python_loop_ms": round(python_ms), "postgres_count_ms": round(postgres_ms)}
+
+
 @functools.cache
 def source_revision() -> dict:
     """The commit measured (and whether the working tree had changes), or what BENCH_SOURCE_REV says.

@@ -108,6 +108,7 @@ def main(argv: list[str]) -> int:
         busy = wait_until_quiet(wait_quiet)
         if busy:
             common.log(f"warning: other processes are using CPU ({', '.join(busy)}); the figures will include that")
+        speed = common.machine_speed()
         try:
             report = module.run(ctx)
         except common.BenchError as error:
@@ -120,6 +121,12 @@ def main(argv: list[str]) -> int:
                 "other processes were using CPU during the run (the reference shares that contention): "
                 f"before {', '.join(busy) or 'none'}; after {', '.join(busy_after) or 'none'}"
             )
+        report.setup["machine_speed_before"] = speed
+        report.notes.append(
+            f"machine speed before this module (lower is faster; compare runs of different days by it): "
+            f"a 2M-step Python loop {speed['python_loop_ms']} ms, "
+            f"PostgreSQL counting 3M rows {speed['postgres_count_ms']} ms"
+        )
         path = common.write_report(report, options)
         print(f"\n{report.name}\n")
         print(common.format_table(report))
