@@ -285,7 +285,7 @@ class CustomerFilter(django_filters.FilterSet):
         return selectors.with_email(queryset, value.strip())
 
     def filter_customer_number(self, queryset, name, value):
-        return queryset.filter(customer_number=value.strip().upper())
+        return selectors.with_customer_number(queryset, value)
 
 
 # ---------------------------------------------------------------- views

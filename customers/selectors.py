@@ -217,6 +217,11 @@ def with_email(customers: QuerySet[Customer], email: str) -> QuerySet[Customer]:
     return _with_email_lower(customers).filter(email_lower=Lower(Value(email)))
 
 
+def with_customer_number(customers: QuerySet[Customer], number: str) -> QuerySet[Customer]:
+    """Customers with exactly this customer number, written in any letter case (numbers are stored as `C…`)."""
+    return customers.filter(customer_number=number.strip().upper())
+
+
 def _with_email_lower(customers: QuerySet[Customer]) -> QuerySet[Customer]:
     """`email_lower` to filter on: the expression of the unique customer_email_ci_unique index."""
     return customers.alias(email_lower=Lower("email"))
