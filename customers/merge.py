@@ -163,12 +163,15 @@ def customer_merge(
     survivor_before, merged_before = _snapshot(survivor), _snapshot(merged)
     label = f"merge of {merged.customer_number} into {survivor.customer_number}"
 
-    # The merged customer first: it gives up its email and external id, which the survivor may take.
+    # The merged customer first: it gives up its email, which the survivor may take, and its external id
+    # when the survivor takes that. Otherwise it keeps it: other services' events that name it (the
+    # identity service's user id: orders, the user's deletion) still find the person, through `merged_into`.
     previous_status = merged.status
     merged.status = CustomerStatus.MERGED
     merged.merged_into = survivor
     merged.email = f"merged-{merged.pk.hex}@merged.invalid"
-    merged.external_id = None
+    if choices.get("external_id") == MERGED:
+        merged.external_id = None
     merged.updated_at = now
     merged.version += 1
     stamp(merged, actor, f"merged into {survivor.customer_number}")

@@ -356,13 +356,21 @@ def customer_identity_link(*, actor: Actor, batch: Batch, messages: list) -> Non
             batch.reject(message, error.code, f"{error.code} from the customer service rules")
 
 
+def _survivor(customer: Customer | None, *, hops: int = 5) -> Customer | None:
+    """The customer a merged one was folded into (up to `hops` merges deep, as `_RESOLVE`), else itself."""
+    while customer is not None and customer.merged_into_id is not None and hops > 0:
+        customer, hops = Customer.objects.get(pk=customer.merged_into_id), hops - 1
+    return customer
+
+
 def customer_identity_delete(*, actor: Actor, batch: Batch, messages: list) -> None:
     """Deactivate the customer and ask privacy to erase it (privacy holds it while orders are open).
 
     A suspended customer stays suspended (its erasure is still requested): suspension is stronger than
-    deactivation, and only customers:admin lifts it."""
+    deactivation, and only customers:admin lifts it. A user whose customer was merged into another is
+    that other customer now: the survivor is deactivated and its erasure requested."""
     for message in sorted(messages, key=lambda m: m.occurred_at):
-        customer = Customer.objects.filter(external_id=message.data["user_id"]).first()
+        customer = _survivor(Customer.objects.filter(external_id=message.data["user_id"]).first())
         if customer is None:
             # A tombstone: the deletion overtook the registration. It waits (parked), and the batch
             # that registers the user applies it right after: deactivated, erasure requested.

@@ -325,6 +325,25 @@ class TestIdentity:
         filed = DataSubjectRequest.objects.get(customer_id=customer.pk, kind=RequestKind.ERASURE)
         assert str(request.data["source_event_id"]) in filed.notes
 
+    def test_a_merged_users_events_reach_the_survivor(self, customer):
+        """Merged into a customer with its own user id, the merged customer keeps its user id: its
+        orders count for the survivor, and its deletion deactivates the survivor and requests its erasure."""
+        from customers.actor import Actor
+        from customers.merge import customer_merge
+
+        Customer.objects.filter(pk=customer.pk).update(external_id="u-survivor")
+        duplicate = CustomerFactory(email="buyer.old@example.com", external_id="u-duplicate")
+        customer_merge(actor=Actor.system("tests"), survivor_id=customer.pk, merged_id=duplicate.pk)
+        duplicate.refresh_from_db()
+        assert duplicate.external_id == "u-duplicate" and duplicate.merged_into_id == customer.pk
+        apply(order("created", "u-duplicate", "o-77", "12.00"))
+        assert metrics(customer)[0] == 1
+        assert apply(self.deleted("u-duplicate")).applied == 1
+        customer.refresh_from_db()
+        assert customer.status == CustomerStatus.INACTIVE
+        request = OutboxEvent.objects.get(event_type="customer.erasure_requested.v1")
+        assert request.subject == str(customer.pk)
+
     def test_deleting_an_unknown_user_waits_for_the_registration(self):
         assert apply(self.deleted("nobody")).parked == 1
         assert not OutboxEvent.objects.filter(event_type="customer.erasure_requested.v1").exists()
