@@ -117,9 +117,12 @@ class Batch:
         return changed
 
 
+# How many merges deep a merged customer's events are followed to the survivor.
+MAX_MERGE_HOPS = 5
+
 # Our id in its canonical form first, then the external id, then our id written another way (upper
-# case, no dashes); a merged customer's events go to the survivor (up to 5 merges deep).
-_RESOLVE = """
+# case, no dashes); a merged customer's events go to the survivor (up to MAX_MERGE_HOPS merges deep).
+_RESOLVE = f"""
 WITH RECURSIVE refs AS (
     SELECT e->>0 AS reference, (e->>1)::uuid AS as_uuid FROM jsonb_array_elements(%s::jsonb) AS e
 ), survivors AS (
@@ -133,10 +136,10 @@ WITH RECURSIVE refs AS (
     UNION ALL
     SELECT s.reference, c.merged_into_id, s.hops + 1
     FROM survivors s JOIN customers_customer c ON c.id = s.id
-    WHERE c.merged_into_id IS NOT NULL AND s.hops < 5
+    WHERE c.merged_into_id IS NOT NULL AND s.hops < {MAX_MERGE_HOPS}
 )
 SELECT DISTINCT ON (reference) reference, id FROM survivors ORDER BY reference, hops DESC
-"""
+"""  # noqa: S608  (a constant, never input)
 
 
 def _as_uuid(reference: str) -> UUID | None:
@@ -356,8 +359,9 @@ def customer_identity_link(*, actor: Actor, batch: Batch, messages: list) -> Non
             batch.reject(message, error.code, f"{error.code} from the customer service rules")
 
 
-def _survivor(customer: Customer | None, *, hops: int = 5) -> Customer | None:
-    """The customer a merged one was folded into (up to `hops` merges deep, as `_RESOLVE`), else itself."""
+def _survivor(customer: Customer | None) -> Customer | None:
+    """The customer a merged one was folded into (followed as `_RESOLVE` does), else itself."""
+    hops = MAX_MERGE_HOPS
     while customer is not None and customer.merged_into_id is not None and hops > 0:
         customer, hops = Customer.objects.get(pk=customer.merged_into_id), hops - 1
     return customer
