@@ -12,6 +12,7 @@ never expire and come back while an entry made under it is still alive.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Iterable
@@ -56,18 +57,31 @@ def get_customer_representation(customer_id: object) -> tuple[bytes | None, int 
     return None, generation
 
 
+# The request counted (INCR and EXPIRE, as `RequestCount.add_to`) and the entry read with its
+# generation, in one command: one request packed and one reply parsed instead of a pipeline's
+# three, which was a third of a cached GET's CPU time. (All three keys on one server: no Redis Cluster.)
+_COUNTED_READ = """
+local count = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return {count, redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
+"""
+
+
+@functools.cache
+def _counted_read_script(client):
+    return client.register_script(_COUNTED_READ)
+
+
 def get_customer_representation_counted(customer_id: object, counting) -> tuple[bytes | None, int | None, int | None]:
     """`get_customer_representation` with the request counted against its rate limit (a
     `ratelimit.RequestCount`) in the same Redis round trip: (body, generation, count). The count is
     None when Redis could not be asked (the limit fails open, the body is a miss)."""
     if settings.RATE_LIMIT_CACHE_ALIAS != "default":  # the limit lives elsewhere: two round trips
         return (*get_customer_representation(customer_id), ratelimit.count_alone(counting))
-    keys = [cache.make_key(customer_key(customer_id)), cache.make_key(generation_key(customer_id))]
+    keys = [counting.key, cache.make_key(customer_key(customer_id)), cache.make_key(generation_key(customer_id))]
     try:
-        pipe = cache.client.get_client(write=True).pipeline(transaction=False)
-        counting.add_to(pipe)
-        pipe.mget(keys)
-        count, _, (raw_entry, raw_generation) = pipe.execute()
+        client = cache.client.get_client(write=True)
+        count, raw_entry, raw_generation = _counted_read_script(client)(keys=keys, args=[counting.ttl], client=client)
     except RedisError as error:
         ratelimit.redis_unreachable(error)
         customer_cache_requests.labels(result="miss").inc()

@@ -31,6 +31,7 @@ class RequestCount:
         self.now = time.time()
         self.window = int(self.now // WINDOW_SECONDS)
         self.key = f"{settings.RATE_LIMIT_KEY_PREFIX}:{actor.subject}:{self.window}"
+        self.ttl = WINDOW_SECONDS + 5
 
     @staticmethod
     def pipeline():
@@ -38,7 +39,7 @@ class RequestCount:
 
     def add_to(self, pipe) -> None:
         pipe.incr(self.key)
-        pipe.expire(self.key, WINDOW_SECONDS + 5)
+        pipe.expire(self.key, self.ttl)
 
     def retry_after(self) -> int:
         return max(1, int((self.window + 1) * WINDOW_SECONDS - self.now) + 1)

@@ -174,6 +174,18 @@ class TestRateLimit:
         assert response.json()["code"] == "RATE_LIMITED" and 1 <= int(response["Retry-After"]) <= 61
         assert client.get(URL).status_code == 429  # one budget for both paths
 
+    def test_get_by_id_counter_expires_with_its_window(self, api_client):
+        from django_redis import get_redis_connection
+
+        customer = CustomerFactory()
+        client = api_client([SCOPE_READ], subject="expiring-reader")
+        assert client.get(f"{URL}/{customer.pk}").status_code == 200  # a miss, then stored
+        assert client.get(f"{URL}/{customer.pk}").status_code == 200  # a hit
+        redis = get_redis_connection("default")
+        keys = redis.keys(f"{settings.RATE_LIMIT_KEY_PREFIX}:expiring-reader:*")
+        assert sum(int(redis.get(key)) for key in keys) == 2
+        assert all(0 < redis.ttl(key) <= 65 for key in keys)
+
     @override_settings(API_RATE_LIMIT_PER_MINUTE=2)
     def test_a_customer_token_probing_other_ids_is_rate_limited_too(self, api_client):
         own, other = CustomerFactory(), CustomerFactory()
