@@ -1,3 +1,5 @@
+import uuid
+
 import pytest
 from django.core.cache import cache
 from django.db import transaction
@@ -77,6 +79,23 @@ class TestCache:
         customer_cache.invalidate_customers_now([customer.pk])  # the write's on-commit invalidation
         customer_cache.put_customer_representation(customer.pk, stale_body, generation)  # the late store
         assert api.get(f"{URL}/{customer.pk}").json()["first_name"] == "New"
+
+    def test_a_batch_invalidation_drops_every_entry_and_changes_every_generation(self, monkeypatch):
+        monkeypatch.setattr(customer_cache, "_INVALIDATION_CHUNK", 2)  # three chunks for five customers
+        ids = [uuid.uuid4() for _ in range(5)]
+        before = {}
+        for customer_id in ids:
+            _, before[customer_id] = customer_cache.get_customer_representation(customer_id)
+            customer_cache.put_customer_representation(customer_id, b"{}", before[customer_id])
+            assert customer_cache.get_customer_representation(customer_id)[0] == b"{}"
+        untouched = uuid.uuid4()
+        customer_cache.put_customer_representation(untouched, b"{}", None)
+        customer_cache.invalidate_customers_now(ids)
+        for customer_id in ids:
+            body, generation = customer_cache.get_customer_representation(customer_id)
+            assert body is None and generation is not None and generation != before[customer_id]
+            assert cache.get(customer_cache.customer_key(customer_id)) is None
+        assert customer_cache.get_customer_representation(untouched)[0] == b"{}"
 
     def test_an_invalidation_redis_refuses_is_counted_not_raised(self, monkeypatch, caplog):
         from django.core.cache import caches
