@@ -18,6 +18,7 @@ from rest_framework.throttling import BaseThrottle
 
 logger = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
+KEY_TTL_SECONDS = WINDOW_SECONDS + 5
 rate_limit_unavailable = Counter(
     "api_rate_limit_unavailable", "Requests let through because the rate-limit store was unreachable"
 )
@@ -31,7 +32,6 @@ class RequestCount:
         self.now = time.time()
         self.window = int(self.now // WINDOW_SECONDS)
         self.key = f"{settings.RATE_LIMIT_KEY_PREFIX}:{actor.subject}:{self.window}"
-        self.ttl = WINDOW_SECONDS + 5
 
     @staticmethod
     def pipeline():
@@ -39,7 +39,7 @@ class RequestCount:
 
     def add_to(self, pipe) -> None:
         pipe.incr(self.key)
-        pipe.expire(self.key, self.ttl)
+        pipe.expire(self.key, KEY_TTL_SECONDS)
 
     def retry_after(self) -> int:
         return max(1, int((self.window + 1) * WINDOW_SECONDS - self.now) + 1)
